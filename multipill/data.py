@@ -1,0 +1,104 @@
+"""Turn what users pass (datasets objects, hub names, ImageFolder paths) into image sources and label names."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .hub import require_hub
+from .images import ImageLoadError, load_image
+
+VAL_SPLITS = ("validation", "val", "valid", "dev")
+
+
+@dataclass
+class Samples:
+    """Undecoded images (paths or bytes) with their label names."""
+
+    sources: list[Any]
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: Sequence[int]) -> "Samples":
+        return Samples([self.sources[i] for i in idx], [self.labels[i] for i in idx])
+
+
+def _from_dataset(ds, image_column: str, label_column: str) -> Samples:
+    import datasets
+    for col in (image_column, label_column):
+        if col not in ds.column_names:
+            raise ValueError(f"column {col!r} not in the data set (columns: {ds.column_names}); "
+                             "pass image_column=/label_column=")
+    feature = ds.features[label_column]
+    if isinstance(ds.features[image_column], datasets.Image):
+        ds = ds.cast_column(image_column, datasets.Image(decode=False))
+    labels = ds[label_column]
+    names = feature.names if isinstance(feature, datasets.ClassLabel) else None
+    return Samples(list(ds[image_column]), [names[v] if names else str(v) for v in labels])
+
+
+def load_splits(data: Any, image_column: str = "image", label_column: str = "label") -> dict[str, Samples]:
+    """Every split in `data`: a Dataset, DatasetDict, local ImageFolder path, or hub data set name."""
+    import datasets
+    if isinstance(data, Samples):
+        return {"train": data}
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        if path.is_dir():
+            if not any(p.is_file() for p in path.rglob("*")):
+                raise ValueError(f"{path}: the folder holds no files")
+            try:
+                data = datasets.load_dataset("imagefolder", data_dir=str(path))
+            except Exception as exc:
+                raise ValueError(f"{path}: not a readable ImageFolder (<split>/<class>/<image> or "
+                                 f"<class>/<image>): {exc}") from exc
+        elif path.suffix or path.is_absolute() or str(data).startswith("."):
+            raise ValueError(f"{path}: no such folder")
+        else:
+            require_hub(f"data set {data!r}", "Pass a local ImageFolder path or a datasets.Dataset.")
+            data = datasets.load_dataset(str(data))
+    if isinstance(data, datasets.DatasetDict):
+        return {k: _from_dataset(v, image_column, label_column) for k, v in data.items()}
+    if isinstance(data, datasets.Dataset):
+        return {"train": _from_dataset(data, image_column, label_column)}
+    raise TypeError(f"cannot read training data from {type(data).__name__}")
+
+
+def pick(splits: dict[str, Samples], names: Sequence[str]) -> Samples | None:
+    return next((splits[n] for n in names if n in splits), None)
+
+
+def stratified_split(labels: Sequence[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded per-class split; classes with a single image stay wholly in the first part."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    first, second = [], []
+    for c in sorted(set(labels)):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n = int(round(len(idx) * fraction)) if len(idx) > 1 else 0
+        n = min(max(n, 1 if len(idx) > 1 else 0), len(idx) - 1)
+        second += idx[:n].tolist()
+        first += idx[n:].tolist()
+    return np.sort(first), np.sort(second)
+
+
+def decode(samples: Samples, skip_bad: bool = True) -> tuple[list[Image.Image], list[str], list[str]]:
+    """Decode every image; bad ones are skipped with a warning naming each file (or raised)."""
+    images, labels, bad = [], [], []
+    for src, label in zip(samples.sources, samples.labels):
+        try:
+            images.append(load_image(src))
+            labels.append(label)
+        except ImageLoadError as exc:
+            if not skip_bad:
+                raise
+            bad.append(str(exc))
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image(s): " + "; ".join(bad[:10]))
+    return images, labels, bad

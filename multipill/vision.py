@@ -1,0 +1,167 @@
+"""The image branch: a timm backbone, the seed's head, three freeze modes, cached frozen activations."""
+from __future__ import annotations
+
+import json
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+from tqdm.auto import tqdm
+
+from .backbones import DEFAULT_BACKBONE, backbone_stages, create_backbone, get_spec, normalisation
+from .training import TrainConfig, fit_model
+from .transforms import eval_transform, train_transform
+
+FREEZE_MODES = ("frozen", "partial", "full")
+
+
+class SeedHead(nn.Module):
+    """Global average pooling, Dense 512 + ReLU, Dropout 0.3, Linear: the seed study's classifier head."""
+
+    def __init__(self, in_features: int, n_classes: int, hidden: int = 512, dropout: float = 0.3):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.mean(dim=(2, 3)) if x.ndim == 4 else x)
+
+
+class _Trainable(nn.Module):
+    """The part that learns: the unfrozen stages (maybe none) and the head."""
+
+    def __init__(self, stages: Sequence[nn.Module], head: SeedHead):
+        super().__init__()
+        self.stages = nn.Sequential(*stages)
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(x.float()))
+
+
+class _CachedViews(Dataset):
+    """Precomputed frozen-trunk activations, several augmented views per image; one drawn per access."""
+
+    def __init__(self, views: torch.Tensor, labels: torch.Tensor):
+        self.views, self.labels = views, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        v = int(torch.randint(self.views.shape[1], (1,)))
+        return self.views[i, v], self.labels[i]
+
+
+class _Augmented(Dataset):
+    """Images augmented on the fly, for full fine-tuning where nothing can be cached."""
+
+    def __init__(self, images: Sequence[Image.Image], labels: torch.Tensor, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), self.labels[i]
+
+
+class ImageBranch:
+    """Backbone + seed head; `fit` learns from PIL images and integer labels, `predict_logits` scores images."""
+
+    def __init__(self, backbone: str = DEFAULT_BACKBONE, pretrained: bool | str = True,
+                 freeze: str = "frozen", unfreeze_stages: Optional[int] = None, image_size: int = 224,
+                 views: int = 4, hflip: bool = True, train: Optional[TrainConfig] = None,
+                 batch_size: int = 32, progress: bool = True):
+        if freeze not in FREEZE_MODES:
+            raise ValueError(f"freeze must be one of {FREEZE_MODES}, not {freeze!r}")
+        get_spec(backbone)
+        self.backbone, self.pretrained, self.freeze = backbone, pretrained, freeze
+        self.unfreeze_stages = unfreeze_stages
+        self.image_size, self.views, self.hflip = image_size, views, hflip
+        self.train_config = train or TrainConfig()
+        self.batch_size, self.progress = batch_size, progress
+
+    def config(self) -> dict:
+        return {"backbone": self.backbone, "freeze": self.freeze, "unfreeze_stages": self.unfreeze_stages,
+                "image_size": self.image_size, "views": self.views, "hflip": self.hflip,
+                "train": vars(self.train_config)}
+
+    def _split(self, n_stages: int) -> int:
+        """Index of the first trainable stage (the last stage is the head conv/norm)."""
+        if self.freeze == "frozen":
+            return n_stages
+        if self.freeze == "full":
+            return 0
+        n = self.unfreeze_stages if self.unfreeze_stages is not None else get_spec(self.backbone).partial_stages
+        return max(0, n_stages - 1 - n)
+
+    def build(self, n_classes: int, pretrained: bool | str | None = None) -> None:
+        """Create the network; weights come from `pretrained` (None: the branch's own setting)."""
+        model = create_backbone(self.backbone, self.pretrained if pretrained is None else pretrained)
+        self.mean_, self.std_ = normalisation(model)
+        stages = backbone_stages(model, self.backbone)
+        k = self._split(len(stages))
+        self.trunk_ = nn.Sequential(*stages[:k]).eval()
+        for p in self.trunk_.parameters():
+            p.requires_grad_(False)
+        self.model_ = _Trainable(stages[k:], SeedHead(model.num_features, n_classes))
+
+    def _trunk(self, images: Sequence[Image.Image], transform, desc: str) -> torch.Tensor:
+        """Frozen-trunk activations (pooled when nothing after them is spatial), stored as float16."""
+        out = []
+        pool = len(self.model_.stages) == 0
+        for i in tqdm(range(0, len(images), self.batch_size), desc=desc, disable=not self.progress,
+                      leave=False):
+            x = torch.stack([transform(im) for im in images[i:i + self.batch_size]])
+            with torch.no_grad():
+                a = self.trunk_(x)
+            out.append((a.mean(dim=(2, 3)) if pool else a).half())
+        return torch.cat(out)
+
+    def fit(self, images: Sequence[Image.Image], labels: np.ndarray, val_images: Sequence[Image.Image],
+            val_labels: np.ndarray, n_classes: int, checkpoint_dir: Optional[str] = None) -> "ImageBranch":
+        self.build(n_classes)
+        torch.manual_seed(self.train_config.seed)
+        y, vy = torch.as_tensor(labels, dtype=torch.long), torch.as_tensor(val_labels, dtype=torch.long)
+        evaluate = eval_transform(self.image_size, self.mean_, self.std_)
+        augment = train_transform(self.image_size, self.mean_, self.std_, self.hflip)
+        if len(self.trunk_) == 0:
+            train_ds: Dataset = _Augmented(images, y, augment)
+            val_ds: Dataset = _Augmented(val_images, vy, evaluate)
+        else:
+            views = [self._trunk(images, augment, f"caching view {v + 1}/{self.views}")
+                     for v in range(self.views)]
+            train_ds = _CachedViews(torch.stack(views, dim=1), y)
+            val_ds = TensorDataset(self._trunk(val_images, evaluate, "caching validation"), vy)
+        fingerprint = json.dumps(self.config(), sort_keys=True) + f"|{len(images)}|{int(y.sum())}"
+        self.history_ = fit_model(self.model_, train_ds, val_ds, self.train_config, checkpoint_dir,
+                                  fingerprint, self.progress)
+        self.model_.eval()
+        return self
+
+    def predict_logits(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Class logits for each image (no augmentation)."""
+        transform = eval_transform(self.image_size, self.mean_, self.std_)
+        self.model_.eval()
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            x = torch.stack([transform(im) for im in images[i:i + self.batch_size]])
+            with torch.no_grad():
+                out.append(self.model_(self.trunk_(x)))
+        return torch.cat(out).numpy() if out else np.zeros((0, self.model_.head.net[-1].out_features))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every weight needed to predict: the frozen trunk and the trained part."""
+        state = {f"trunk.{k}": v for k, v in self.trunk_.state_dict().items()}
+        state.update({f"model.{k}": v for k, v in self.model_.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], n_classes: int) -> None:
+        self.build(n_classes, pretrained=False)
+        self.trunk_.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("trunk.")})
+        self.model_.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        self.model_.eval()
