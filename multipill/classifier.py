@@ -129,7 +129,7 @@ class PillClassifier:
             self.fusion_.fit(img_lp, txt_lp, conf, has, vy)
         else:
             self.text_.fit([], np.array([], int), classes)
-            self.fusion_.report_ = {"decision": "image-only: fusion=False"}
+            self.fusion_.off("fusion=False")
         return self
 
     # ----- branches -------------------------------------------------------------------------------

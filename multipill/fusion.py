@@ -71,6 +71,11 @@ class LogLinearFusion:
             self.report_["decision"] = "image-only: fusion did not beat image-only on held-out data"
         return self
 
+    def off(self, reason: str) -> "LogLinearFusion":
+        """Use the image branch alone, recording why."""
+        self.params_, self.report_ = None, {"decision": f"image-only: {reason}"}
+        return self
+
     @property
     def active(self) -> bool:
         return self.params_ is not None

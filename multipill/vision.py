@@ -124,8 +124,8 @@ class ImageBranch:
 
     def fit(self, images: Sequence[Image.Image], labels: np.ndarray, val_images: Sequence[Image.Image],
             val_labels: np.ndarray, n_classes: int, checkpoint_dir: Optional[str] = None) -> "ImageBranch":
+        torch.manual_seed(self.train_config.seed)  # head initialisation and cached augmentations
         self.build(n_classes)
-        torch.manual_seed(self.train_config.seed)
         y, vy = torch.as_tensor(labels, dtype=torch.long), torch.as_tensor(val_labels, dtype=torch.long)
         evaluate = eval_transform(self.image_size, self.mean_, self.std_)
         augment = train_transform(self.image_size, self.mean_, self.std_, self.hflip)

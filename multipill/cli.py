@@ -1,0 +1,174 @@
+"""`multipill demo | train | predict | evaluate`: the API's options on the command line."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .images import ImageLoadError, load_image
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    from .backbones import DEFAULT_BACKBONE, list_backbones
+    from .ocr import list_ocr
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=list_backbones())
+    p.add_argument("--freeze", default="frozen", choices=["frozen", "partial", "full"])
+    p.add_argument("--unfreeze-stages", type=int, default=None)
+    p.add_argument("--pretrained", default="true",
+                   help="true (packaged or hub ImageNet weights), false, or a weights file/folder")
+    p.add_argument("--ocr", default="easyocr", choices=list_ocr())
+    p.add_argument("--text", default="char", help="char, minilm, or a transformers model name/path")
+    p.add_argument("--no-fusion", action="store_true", help="image-only baseline")
+    p.add_argument("--lexicon", default=None, help="'seed' or a JSON file {class: [names]}")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--views", type=int, default=4, help="augmented views cached per training image")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ocr-cache", default=None)
+    p.add_argument("--image-column", default="image")
+    p.add_argument("--label-column", default="label")
+
+
+def _classifier(args: argparse.Namespace, checkpoint_dir: Optional[str] = None):
+    from .classifier import PillClassifier
+    pretrained = {"true": True, "false": False}.get(args.pretrained.lower(), args.pretrained)
+    lexicon = args.lexicon
+    if lexicon and lexicon != "seed":
+        lexicon = json.loads(Path(lexicon).read_text())
+    return PillClassifier(backbone=args.backbone, freeze=args.freeze, unfreeze_stages=args.unfreeze_stages,
+                          pretrained=pretrained, ocr=args.ocr, text=args.text, fusion=not args.no_fusion,
+                          lexicon=lexicon, image_size=args.image_size, views=args.views, epochs=args.epochs,
+                          lr=args.lr, batch_size=args.batch_size, patience=args.patience, seed=args.seed,
+                          ocr_cache=args.ocr_cache, checkpoint_dir=checkpoint_dir,
+                          image_column=args.image_column, label_column=args.label_column)
+
+
+def format_table(result: dict) -> str:
+    """Branches side by side: accuracy, macro F1, errors inside each lookalike group."""
+    branches = [b for b in ("image", "text", "fused") if b in result]
+    lines = [f"{'branch':<8} {'accuracy':>9} {'macro F1':>9}  lookalike errors"]
+    for b in branches:
+        r = result[b]
+        groups = ", ".join(f"{'/'.join(g['group'])}: {g['errors_within_group']}/{g['n']}" for g in r["groups"])
+        lines.append(f"{b:<8} {r['accuracy']:>9.3f} {r['macro']['f1']:>9.3f}  {groups}")
+    lines.append(f"images: {result['n']}, with text: {result['with_text']}; "
+                 f"fusion: {result['fusion'].get('decision', '')}")
+    return "\n".join(lines)
+
+
+def _list_images(paths: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
+        else:
+            files.append(p)
+    return files
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    clf = _classifier(args, checkpoint_dir=str(Path(args.out) / "checkpoints"))
+    clf.fit(args.data, args.val)
+    clf.save(args.out)
+    print(f"saved to {args.out}; fusion: {clf.fusion_.report_['decision']}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .classifier import PillClassifier
+    clf = PillClassifier.load(args.model, **({"ocr_cache": args.ocr_cache} if args.ocr_cache else {}))
+    files = _list_images(args.images)
+    if not files:
+        print("no images found in " + ", ".join(args.images), file=sys.stderr)
+        return 2
+    rows, good, images = [], [], []
+    for f in files:
+        try:
+            images.append(load_image(f))
+            good.append(f)
+        except ImageLoadError as exc:
+            rows.append({"image": str(f), "label": "", "confidence": "", "error": str(exc)})
+    for f, pred in zip(good, clf.predict(images, top_k=args.top_k) if images else []):
+        rows.append({"image": str(f), "label": pred.label, "confidence": round(pred.confidence, 4),
+                     "source": pred.source, "text": pred.text,
+                     "top_k": "; ".join(f"{c}:{p:.3f}" for c, p in pred.top_k), "error": ""})
+    rows.sort(key=lambda r: r["image"])
+    if args.out:
+        out = Path(args.out)
+        if out.suffix == ".json":
+            out.write_text(json.dumps(rows, indent=2))
+        else:
+            fields = ["image", "label", "confidence", "source", "text", "top_k", "error"]
+            with out.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields)
+                w.writeheader()
+                w.writerows(rows)
+        print(f"wrote {len(rows)} rows to {out}")
+    else:
+        for r in rows:
+            print(f"{r['image']}\t{r['label'] or 'ERROR'}\t{r['confidence']}\t{r['error'] or r.get('top_k', '')}")
+    return 1 if any(r["error"] for r in rows) else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .classifier import PillClassifier
+    clf = PillClassifier.load(args.model, **({"ocr_cache": args.ocr_cache} if args.ocr_cache else {}))
+    result = clf.evaluate(args.data, split=args.split, ignore_unknown=args.ignore_unknown)
+    print(format_table(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    run_demo(args.out, quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="multipill", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="offline demo on synthetic packs: image-only vs text-only vs fused")
+    p.add_argument("--out", default="multipill_runs/demo")
+    p.add_argument("--quick", action="store_true", help="fewer images, for smoke tests")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("train", help="fit on an ImageFolder path, a hub data set name, or saved datasets")
+    p.add_argument("data")
+    p.add_argument("--val", default=None)
+    p.add_argument("--out", required=True, help="model folder (checkpoints go inside; rerun to resume)")
+    _model_options(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("predict", help="predict images or folders; --out writes CSV or JSON")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--model", required=True)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--out", default=None, help="file.csv or file.json")
+    p.add_argument("--ocr-cache", default=None)
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("evaluate", help="image-only, text-only and fused reports on labelled data")
+    p.add_argument("data")
+    p.add_argument("--model", required=True)
+    p.add_argument("--split", default=None)
+    p.add_argument("--ignore-unknown", action="store_true")
+    p.add_argument("--out", default=None, help="JSON file for the full report")
+    p.add_argument("--ocr-cache", default=None)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"multipill: error: {exc}", file=sys.stderr)
+        return 2
