@@ -29,8 +29,13 @@ class Samples:
         return Samples([self.sources[i] for i in idx], [self.labels[i] for i in idx])
 
 
-def _from_dataset(ds, image_column: str, label_column: str) -> Samples:
+def _from_dataset(ds, image_column: str, label_column: str, folder: bool = False) -> Samples:
     import datasets
+    if folder and label_column not in ds.column_names and image_column in ds.column_names:
+        # imagefolder drops the label column when there is a single class folder: take it from the path
+        ds = ds.cast_column(image_column, datasets.Image(decode=False))
+        sources = list(ds[image_column])
+        return Samples(sources, [Path(s["path"]).parent.name for s in sources])
     for col in (image_column, label_column):
         if col not in ds.column_names:
             raise ValueError(f"column {col!r} not in the data set (columns: {ds.column_names}); "
@@ -48,6 +53,7 @@ def load_splits(data: Any, image_column: str = "image", label_column: str = "lab
     import datasets
     if isinstance(data, Samples):
         return {"train": data}
+    folder = False
     if isinstance(data, (str, Path)):
         path = Path(data)
         if path.is_dir():
@@ -55,6 +61,7 @@ def load_splits(data: Any, image_column: str = "image", label_column: str = "lab
                 raise ValueError(f"{path}: the folder holds no files")
             try:
                 data = datasets.load_dataset("imagefolder", data_dir=str(path))
+                folder = True
             except Exception as exc:
                 raise ValueError(f"{path}: not a readable ImageFolder (<split>/<class>/<image> or "
                                  f"<class>/<image>): {exc}") from exc
@@ -64,9 +71,9 @@ def load_splits(data: Any, image_column: str = "image", label_column: str = "lab
             require_hub(f"data set {data!r}", "Pass a local ImageFolder path or a datasets.Dataset.")
             data = datasets.load_dataset(str(data))
     if isinstance(data, datasets.DatasetDict):
-        return {k: _from_dataset(v, image_column, label_column) for k, v in data.items()}
+        return {k: _from_dataset(v, image_column, label_column, folder) for k, v in data.items()}
     if isinstance(data, datasets.Dataset):
-        return {"train": _from_dataset(data, image_column, label_column)}
+        return {"train": _from_dataset(data, image_column, label_column, folder)}
     raise TypeError(f"cannot read training data from {type(data).__name__}")
 
 

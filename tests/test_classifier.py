@@ -1,0 +1,124 @@
+"""End to end on synthetic lookalike packs: fit, predict, evaluate, save, load, and bad input."""
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from multipill import PillClassifier, Prediction
+from multipill.images import ImageLoadError
+
+SMALL = dict(image_size=128, views=2, epochs=40, patience=8, lexicon="seed", progress=False)
+
+
+@pytest.fixture(scope="module")
+def fused(packs):
+    return PillClassifier(**SMALL).fit(packs)
+
+
+@pytest.fixture(scope="module")
+def image_only(packs):
+    return PillClassifier(fusion=False, **SMALL).fit(packs)
+
+
+def test_fused_beats_image_only_on_lookalikes(fused, image_only, packs):
+    f = fused.evaluate(packs, split="test")
+    i = image_only.evaluate(packs, split="test")
+    assert fused.fusion_.active, fused.fusion_.report_
+    assert f["fused"]["accuracy"] >= i["image"]["accuracy"] + 0.25, (f["fused"], i["image"])
+    assert f["fused"]["accuracy"] >= 0.85
+    group = f["fused"]["groups"][0]
+    assert set(group["group"]) == {"Bioflu", "Neozep", "Decolgen"}
+    assert group["errors_within_group"] < i["image"]["groups"][0]["errors_within_group"]
+    # the fused model's image branch is the image-only baseline: same seed, same training
+    assert f["image"]["accuracy"] == i["image"]["accuracy"]
+    for key in ("per_class", "macro", "weighted", "confusion_matrix"):
+        assert key in f["fused"] and key in f["text"]
+
+
+def test_predict_shapes_and_fields(fused, packs):
+    files = sorted((packs / "test" / "Neozep").glob("*.png"))[:3]
+    single = fused.predict(files[0], top_k=3)
+    assert isinstance(single, Prediction) and len(single.top_k) == 3
+    assert single.top_k[0][0] == single.label and single.confidence == pytest.approx(single.top_k[0][1])
+    assert set(single.image_proba) == set(fused.classes_)
+    batch = fused.predict([str(f) for f in files] + [np.asarray(Image.open(files[0]))])
+    assert len(batch) == 4 and batch[0].label == batch[3].label
+    proba = fused.predict_proba(files)
+    assert proba.shape == (3, 4) and np.allclose(proba.sum(1), 1)
+
+
+def test_no_text_falls_back_to_image_and_says_so(fused):
+    blank = Image.new("RGB", (200, 200), (90, 140, 60))
+    pred = fused.predict(blank)
+    assert pred.source == "image" and pred.text_proba is None
+    assert any("no text" in n for n in pred.notes)
+    img_p = fused.image_.predict_logits([blank])
+    assert pred.label == fused.classes_[int(img_p.argmax())]
+
+
+def test_ocr_failure_falls_back_to_image(fused, packs, monkeypatch):
+    def boom(image):
+        raise RuntimeError("OCR engine down")
+    reader = fused._reader()
+    monkeypatch.setattr(reader.engine, "read", boom)
+    monkeypatch.setattr(reader, "_cached", lambda key: None)
+    f = sorted((packs / "test" / "Bioflu").glob("*.png"))[0]
+    with pytest.warns(UserWarning, match="OCR failed"):
+        pred = fused.predict(f)
+    assert pred.ocr_status == "failed" and pred.source == "image" and "OCR engine down" in pred.notes[0]
+
+
+def test_save_load_round_trip_identical(fused, packs, tmp_path):
+    fused.save(tmp_path / "m")
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {"multipill.json", "model.safetensors"}
+    loaded = PillClassifier.load(tmp_path / "m")
+    files = sorted((packs / "test").rglob("*.png"))[::5]
+    assert np.array_equal(loaded.predict_proba(files), fused.predict_proba(files))
+    assert loaded.classes_ == fused.classes_ and loaded.get_params() == fused.get_params()
+
+
+def test_corrupt_training_file_is_skipped_and_named(packs, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(packs / "train", data / "train")
+    (data / "train" / "Bioflu" / "broken.png").write_bytes(b"\x89PNG garbage")
+    (data / "train" / "Neozep" / "zero.png").write_bytes(b"")
+    with pytest.warns(UserWarning, match="broken.png"):
+        clf = PillClassifier(fusion=False, **{**SMALL, "epochs": 2}).fit(data)
+    assert len(clf.classes_) == 4
+
+
+def test_one_class_and_unknown_labels(packs, tmp_path, image_only):
+    one = tmp_path / "one"
+    shutil.copytree(packs / "train" / "Bioflu", one / "train" / "Bioflu")
+    with pytest.raises(ValueError, match="need at least 2"):
+        PillClassifier(fusion=False, **SMALL).fit(one)
+    extra = tmp_path / "extra"
+    shutil.copytree(packs / "test", extra / "test")
+    shutil.copytree(packs / "test" / "Bioflu", extra / "test" / "Aspirin")
+    with pytest.raises(ValueError, match="Aspirin"):
+        image_only.evaluate(extra)
+    r = image_only.evaluate(extra, ignore_unknown=True)
+    assert r["left_out_unknown"] == 10 and r["n"] == 40
+    with pytest.warns(UserWarning, match="Aspirin"):
+        PillClassifier(fusion=False, **{**SMALL, "epochs": 1}).fit(packs / "train", val=extra)
+
+
+def test_unfitted_and_bad_prediction_input(image_only, tmp_path):
+    with pytest.raises(RuntimeError, match="not fitted"):
+        PillClassifier().predict(Image.new("RGB", (8, 8)))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    with pytest.raises(ImageLoadError, match="bad.jpg"):
+        image_only.predict(bad)
+
+
+def test_partial_and_full_modes_train(packs):
+    for freeze in ("partial", "full"):
+        clf = PillClassifier(fusion=False, freeze=freeze, **{**SMALL, "epochs": 1, "image_size": 64})
+        clf.fit(packs)
+        trainable = sum(p.numel() for p in clf.image_.model_.parameters())
+        head_only = sum(p.numel() for p in clf.image_.model_.head.parameters())
+        assert trainable > head_only
+        assert len(clf.image_.trunk_) == (0 if freeze == "full" else 6)

@@ -1,0 +1,102 @@
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from multipill.ocr import (NoOCR, OCREngine, OCRReader, TextPiece, _unrotate_boxes, create_ocr, list_ocr,
+                           register_ocr)
+from multipill.products import SEED_PRODUCTS
+from multipill.synthetic import render_pack
+
+NEOZEP = next(p for p in SEED_PRODUCTS if p.brand == "Neozep")
+
+
+class Counting(OCREngine):
+    name = "counting"
+
+    def __init__(self, **kw):
+        super().__init__(rotate=False, **kw)
+        self.calls = 0
+
+    def _read(self, rgb):
+        self.calls += 1
+        return [TextPiece("NEOZEP", [[0, 0], [5, 0], [5, 5], [0, 5]], 0.9)]
+
+
+class Broken(OCREngine):
+    name = "broken"
+
+    def _read(self, rgb):
+        raise RuntimeError("engine crashed")
+
+
+class Slow(OCREngine):
+    name = "slow"
+
+    def _read(self, rgb):
+        time.sleep(3)
+        return []
+
+
+def test_unrotate_boxes_maps_back_to_original_pixels():
+    h, w = 30, 50
+    img = np.zeros((h, w))
+    img[7, 11] = 1  # a marked pixel at (x=11, y=7)
+    for angle in (90, 180, 270):
+        turned = np.rot90(img, angle // 90)
+        y, x = map(int, np.argwhere(turned == 1)[0])
+        piece = _unrotate_boxes([TextPiece("t", [[x, y]], 1.0)], angle, w, h)[0]
+        assert piece.box == [[11.0, 7.0]], angle
+
+
+def test_cache_reads_each_image_once(tmp_path):
+    engine = Counting()
+    reader = OCRReader(engine, cache_dir=tmp_path, progress=False)
+    img = Image.new("RGB", (32, 32), "white")
+    first, second = reader.read([img, img])
+    assert engine.calls == 1 and first.text == second.text == "NEOZEP"
+    fresh = OCRReader(Counting(), cache_dir=tmp_path, progress=False)  # a new process, same cache
+    assert fresh.read_one(img).text == "NEOZEP" and fresh.engine.calls == 0
+
+
+def test_torn_cache_file_is_read_again(tmp_path):
+    engine = Counting()
+    reader = OCRReader(engine, cache_dir=tmp_path, progress=False)
+    img = Image.new("RGB", (8, 8))
+    reader.read_one(img)
+    for f in tmp_path.rglob("*.json"):
+        f.write_text("{tor")
+    assert reader.read_one(img).status == "ok" and engine.calls == 2
+
+
+def test_engine_failure_and_timeout_never_raise(tmp_path):
+    img = Image.new("RGB", (8, 8))
+    with pytest.warns(UserWarning, match="OCR failed"):
+        res = OCRReader(Broken(), cache_dir=tmp_path, progress=False).read([img])
+    assert res[0].status == "failed" and "engine crashed" in res[0].error
+    slow = OCRReader(Slow(rotate=False), cache_dir=tmp_path, timeout=0.5, progress=False).read_one(img)
+    assert slow.status == "failed" and "timed out" in slow.error
+    assert not list(tmp_path.rglob("*.json"))  # failures are retried next time, not cached
+
+
+def test_registry():
+    assert {"easyocr", "rapidocr", "none"} <= set(list_ocr())
+    register_ocr("counting", Counting)
+    assert isinstance(create_ocr("counting"), Counting)
+    assert isinstance(create_ocr("none"), NoOCR)
+    with pytest.raises(ValueError, match="easyocr"):
+        create_ocr("tesseract-xyz")
+
+
+@pytest.mark.parametrize("engine", ["easyocr", "rapidocr"])
+@pytest.mark.parametrize("angle", [0, 90, 180])
+def test_real_engines_read_brand_even_when_turned(engine, angle, tmp_path):
+    img, _ = render_pack(NEOZEP, np.random.default_rng(3), 320, kind="box", upright=True)
+    img = img.rotate(angle, expand=True)
+    pieces = create_ocr(engine).read(img)
+    text = " ".join(p.text for p in pieces).upper()
+    assert "NEOZEP" in text.replace("0", "O"), text
+    for p in pieces:  # boxes are in the given image's coordinates
+        xs, ys = zip(*p.box)
+        assert -2 <= min(xs) and max(xs) <= img.width + 2 and -2 <= min(ys) and max(ys) <= img.height + 2
