@@ -211,10 +211,12 @@ class PillClassifier:
                                   "left_out_unknown": len(labels) - len(keep),
                                   "with_text": int(out["has_text"].sum()),
                                   "fusion": self.fusion_.report_}
+        result["y_true"] = y.tolist()
         for name in ("image", "text", "fused") if self.fusion else ("image",):
             pred = out[name].argmax(1)
             result[name] = report(y, pred, self.classes_)
             result[name]["groups"] = group_errors(y, pred, self.classes_, groups)
+            result[name]["y_pred"] = pred.tolist()
         result["most_confused_image"] = most_confused(result["image"]["confusion_matrix"], self.classes_)
         return result
 

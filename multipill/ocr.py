@@ -55,6 +55,11 @@ class OCREngine:
     """Base engine: `read(image)` returns pieces above `min_confidence`, trying rotations if none are sure."""
 
     name = "base"
+    _model_attrs: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict:
+        """Loaded models stay behind when pickled to worker processes; each worker loads its own."""
+        return {k: (None if k in self._model_attrs else v) for k, v in self.__dict__.items()}
 
     def __init__(self, min_confidence: float = 0.3, max_side: int = 1024, rotate: bool = True):
         self.min_confidence, self.max_side, self.rotate = min_confidence, max_side, rotate
@@ -116,6 +121,7 @@ class EasyOCREngine(OCREngine):
     """easyocr with the packaged English models and downloads disabled (the default engine)."""
 
     name = "easyocr"
+    _model_attrs = ("_reader",)
 
     def __init__(self, languages: Sequence[str] = ("en",), model_dir: Optional[str] = None,
                  download: bool = False, **kw):
@@ -153,6 +159,7 @@ class RapidOCREngine(OCREngine):
     """PP-OCR models shipped inside rapidocr-onnxruntime; often 2-3x faster than easyocr on CPU."""
 
     name = "rapidocr"
+    _model_attrs = ("_engine",)
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -201,6 +208,25 @@ class OCRReader:
         self.engine, self.timeout, self.progress = engine, timeout, progress
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    def __getstate__(self) -> dict:
+        """Picklable for datasets.map(num_proc=...): each worker makes its own thread pool and model."""
+        state = dict(self.__dict__)
+        state.pop("_pool")
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    def map_function(self, image_column: str = "image"):
+        """For `dataset.map(reader.map_function(), batched=True, num_proc=N)`: adds ocr_text, ocr_status."""
+        from .images import load_image
+
+        def ocr_batch(batch: dict) -> dict:
+            results = [self.read_one(load_image(im)) for im in batch[image_column]]
+            return {"ocr_text": [r.text for r in results], "ocr_status": [r.status for r in results]}
+        return ocr_batch
 
     def _key(self, image: Image.Image) -> str:
         h = hashlib.sha256(json.dumps(self.engine.settings(), sort_keys=True).encode())

@@ -100,3 +100,15 @@ def test_real_engines_read_brand_even_when_turned(engine, angle, tmp_path):
     for p in pieces:  # boxes are in the given image's coordinates
         xs, ys = zip(*p.box)
         assert -2 <= min(xs) and max(xs) <= img.width + 2 and -2 <= min(ys) and max(ys) <= img.height + 2
+
+
+def test_cache_is_safe_under_datasets_map_num_proc(tmp_path, packs):
+    import datasets
+    ds = datasets.load_dataset("imagefolder", data_dir=str(packs / "validation"), split="train")
+    ds = ds.cast_column("image", datasets.Image(decode=False))
+    reader = OCRReader(create_ocr("rapidocr"), cache_dir=tmp_path, progress=False)
+    out = ds.map(reader.map_function(), batched=True, batch_size=4, num_proc=2)
+    assert len(out) == len(ds) and sum("NEOZEP" in t.upper() for t in out["ocr_text"]) >= 4
+    assert len(list(tmp_path.rglob("*.json"))) == len(ds) and not list(tmp_path.rglob("*.tmp"))
+    again = ds.map(reader.map_function(), batched=True, batch_size=4, num_proc=2)
+    assert again["ocr_text"] == out["ocr_text"]

@@ -1,0 +1,57 @@
+"""Shared by the benchmark scripts: data defaults, machine description, bootstrap intervals, output files."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def machine() -> dict:
+    """Cores, CPU model and date, recorded with every result."""
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "date": datetime.date.today().isoformat()}
+
+
+def bootstrap_ci(correct: Sequence[bool], n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of accuracy over images resampled with replacement."""
+    c = np.asarray(correct, float)
+    if not len(c):
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    means = c[rng.integers(0, len(c), (n_boot, len(c)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="a few minutes: subsets, few epochs")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for JSON and PNG")
+    return p
+
+
+def write_json(out: Path, name: str, payload: dict) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    return path
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)

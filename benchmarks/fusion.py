@@ -1,0 +1,96 @@
+"""Fusion vs vision-only vs text-only on real photos, with bootstrap 95% intervals.
+
+    python benchmarks/fusion.py --dataset grocery-packages          # full: what RESULTS.md reports
+    python benchmarks/fusion.py --dataset drug-vision --quick        # a few minutes
+
+The model is fitted on `train` minus a stratified, seeded 15% split (early stopping and fusion are fitted on
+that split), and reported on the data set's own `val` split, which is never trained on.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import SHARED, bootstrap_ci, markdown_table, parser, write_json
+from multipill import PillClassifier
+from multipill.data import VAL_SPLITS, load_splits, pick, stratified_split
+from multipill.plots import branches_png, confusion_png
+from multipill.products import lookalike_groups
+
+BRANCHES = ("image", "text", "fused")
+
+
+def brand_groups(classes: list[str]) -> list[list[str]]:
+    """Variants of one brand (the name before the first '-'): the groups only printed words separate."""
+    groups: dict[str, list[str]] = {}
+    for c in classes:
+        groups.setdefault(c.split("-")[0], []).append(c)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def subsample(samples, per_class: int, seed: int):
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(samples.labels)
+    idx = [i for c in sorted(set(labels)) for i in rng.permutation(np.flatnonzero(labels == c))[:per_class]]
+    return samples.subset(sorted(idx))
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--dataset", default="grocery-packages", help="a folder name in ../shared/data")
+    p.add_argument("--data", default=None, help="ImageFolder path or hub name (overrides --dataset)")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--freeze", default="frozen")
+    p.add_argument("--ocr", default="easyocr")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--views", type=int, default=4)
+    args = p.parse_args()
+    splits = load_splits(args.data or SHARED / args.dataset)
+    train, evaluation = splits["train"], pick(splits, VAL_SPLITS)
+    if args.quick:
+        train, evaluation = subsample(train, 8, 0), subsample(evaluation, 3, 0)
+        args.epochs, args.views, args.image_size = min(args.epochs, 15), 1, 128
+    fit_idx, val_idx = stratified_split(train.labels, 0.15, seed=0)
+    classes = sorted(set(train.labels))
+    groups = lookalike_groups() if set(classes) >= {"Bioflu", "Neozep"} else brand_groups(classes)
+    clf = PillClassifier(backbone=args.backbone, freeze=args.freeze, ocr=args.ocr, image_size=args.image_size,
+                         epochs=args.epochs, views=args.views, confusable_groups=groups)
+    start = time.time()
+    clf.fit(train.subset(fit_idx), train.subset(val_idx))
+    fit_seconds = time.time() - start
+    result = clf.evaluate(evaluation, ignore_unknown=True)
+    y = np.asarray(result["y_true"])
+    rows, scores, intervals = [], {}, {}
+    for b in BRANCHES:
+        r = result[b]
+        correct = np.asarray(r["y_pred"]) == y
+        lo, hi = bootstrap_ci(correct)
+        r["accuracy_ci95"] = [lo, hi]
+        scores[b], intervals[b] = r["accuracy"], (lo, hi)
+        errs = sum(g["errors_within_group"] for g in r["groups"])
+        n_in = sum(g["n"] for g in r["groups"])
+        rows.append([b, f"{r['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]", f"{r['macro']['f1']:.3f}",
+                     f"{errs}/{n_in}"])
+    name = f"fusion_{Path(args.data or args.dataset).name}{'_quick' if args.quick else ''}"
+    out = Path(args.out)
+    table = markdown_table(["branch", "accuracy [95% CI]", "macro F1", "errors within lookalike groups"], rows)
+    vision_err, fused_err = 1 - scores["image"], 1 - scores["fused"]
+    summary = (f"{len(y)} evaluation images ({result['with_text']} with text), fit {fit_seconds:.0f}s; "
+               f"fused error / vision error = {fused_err / max(vision_err, 1e-9):.2f}; "
+               f"fusion: {result['fusion']['decision']}")
+    print(table + "\n" + summary)
+    write_json(out, name, {"args": vars(args), "fit_seconds": fit_seconds, "summary": summary,
+                           "table_markdown": table, "groups": groups, "result": result})
+    branches_png({("image-only" if b == "image" else b): scores[b] for b in BRANCHES}, out / f"{name}.png",
+                 name, {("image-only" if b == "image" else b): intervals[b] for b in BRANCHES})
+    confusion_png(result["fused"]["confusion_matrix"], result["classes"], out / f"{name}_confusion_fused.png",
+                  f"{name}: fused")
+    confusion_png(result["image"]["confusion_matrix"], result["classes"], out / f"{name}_confusion_image.png",
+                  f"{name}: image-only")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+from multipill.cli import main
+
+
+def test_train_predict_evaluate(packs, tmp_path, capsys):
+    model = tmp_path / "model"
+    assert main(["train", str(packs), "--out", str(model), "--no-fusion", "--epochs", "3",
+                 "--image-size", "64", "--views", "1"]) == 0
+    assert (model / "multipill.json").exists() and (model / "checkpoints" / "checkpoint.json").exists()
+    folder = tmp_path / "inbox"
+    shutil.copytree(packs / "test" / "Neozep", folder)
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(folder), "--model", str(model), "--out", str(out)]) == 1  # one bad file
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 11
+    bad = [r for r in rows if r["error"]]
+    assert len(bad) == 1 and "corrupt.jpg" in bad[0]["error"]
+    assert all(r["label"] for r in rows if not r["error"])
+    js = tmp_path / "preds.json"
+    main(["predict", str(folder / "0000.png"), "--model", str(model), "--out", str(js)])
+    assert json.loads(js.read_text())[0]["label"]
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", str(packs), "--model", str(model), "--split", "test", "--out", str(report)]) == 0
+    assert "accuracy" in capsys.readouterr().out and json.loads(report.read_text())["n"] == 40
+
+
+def test_clear_errors_exit_2(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", str(empty), "--out", str(tmp_path / "m")]) == 2
+    assert "holds no files" in capsys.readouterr().err
+    assert main(["predict", str(empty), "--model", str(tmp_path / "missing")]) == 2
+
+
+def test_demo_quick_runs_offline_as_module(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "multipill", "demo", "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["fused"]["fused"]["accuracy"] > results["image-only"]["image"]["accuracy"]
+    assert (tmp_path / "branches.png").stat().st_size > 1000
