@@ -55,3 +55,11 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def subsample(samples, per_class: int, seed: int):
+    """At most per_class images of each class, seeded: for --quick runs."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(samples.labels)
+    idx = [i for c in sorted(set(labels)) for i in rng.permutation(np.flatnonzero(labels == c))[:per_class]]
+    return samples.subset(sorted(idx))

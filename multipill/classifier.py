@@ -214,7 +214,7 @@ class PillClassifier:
         result["y_true"] = y.tolist()
         for name in ("image", "text", "fused") if self.fusion else ("image",):
             pred = out[name].argmax(1)
-            result[name] = report(y, pred, self.classes_)
+            result[name] = report(y, out[name], self.classes_)
             result[name]["groups"] = group_errors(y, pred, self.classes_, groups)
             result[name]["y_pred"] = pred.tolist()
         result["most_confused_image"] = most_confused(result["image"]["confusion_matrix"], self.classes_)

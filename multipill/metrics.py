@@ -7,11 +7,13 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
-def report(y: np.ndarray, pred: np.ndarray, classes: Sequence[str]) -> dict:
-    """Accuracy, per-class and averaged precision/recall/F1, and the confusion matrix (rows: truth)."""
+def report(y: np.ndarray, logp: np.ndarray, classes: Sequence[str]) -> dict:
+    """Accuracy, log loss, per-class and averaged precision/recall/F1, confusion matrix (rows: truth)."""
     labels = list(range(len(classes)))
+    pred = logp.argmax(1)
     p, r, f, s = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     out = {"accuracy": float((y == pred).mean()) if len(y) else 0.0, "n": int(len(y)),
+           "log_loss": float(-logp[np.arange(len(y)), y].mean()) if len(y) else 0.0,
            "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
                              "support": int(s[i])} for i, c in enumerate(classes)},
            "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist()}

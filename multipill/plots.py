@@ -11,6 +11,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def confusion_png(cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, title: str) -> Path:
     m = np.asarray(cm)
     fig, ax = plt.subplots(figsize=(1 + 0.6 * len(classes), 1 + 0.55 * len(classes)))
@@ -25,10 +32,7 @@ def confusion_png(cm: Sequence[Sequence[int]], classes: Sequence[str], path: str
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def history_png(history: Sequence[dict], path: str | Path) -> Path:
@@ -42,10 +46,7 @@ def history_png(history: Sequence[dict], path: str | Path) -> Path:
     b.plot(epochs, [h["val_accuracy"] for h in history])
     b.set_xlabel("epoch")
     b.set_ylabel("validation accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def branches_png(scores: dict[str, float], path: str | Path, title: str,
@@ -63,7 +64,4 @@ def branches_png(scores: dict[str, float], path: str | Path, title: str,
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("accuracy")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)

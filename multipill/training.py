@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -129,7 +130,7 @@ def fit_model(model: nn.Module, train: Dataset, val: Dataset, config: TrainConfi
         if state["bad_epochs"] >= config.patience:
             break
         model.train()
-        loss_sum, count = 0.0, 0
+        loss_sum, count, started = 0.0, 0, time.perf_counter()
         for x, y in train_loader:
             loss = nn.functional.cross_entropy(model(x), y)
             accelerator.backward(loss)
@@ -139,7 +140,8 @@ def fit_model(model: nn.Module, train: Dataset, val: Dataset, config: TrainConfi
             count += len(y)
         val_loss, val_acc = _evaluate(model, val_loader, accelerator)
         state["history"].append({"epoch": epoch + 1, "train_loss": loss_sum / max(count, 1),
-                                 "val_loss": val_loss, "val_accuracy": val_acc})
+                                 "val_loss": val_loss, "val_accuracy": val_acc,
+                                 "seconds": time.perf_counter() - started})
         if val_loss < state["best_loss"]:
             state["best_loss"], state["bad_epochs"] = val_loss, 0
             best = copy.deepcopy(unwrapped.state_dict())

@@ -122,3 +122,10 @@ def test_partial_and_full_modes_train(packs):
         head_only = sum(p.numel() for p in clf.image_.model_.head.parameters())
         assert trainable > head_only
         assert len(clf.image_.trunk_) == (0 if freeze == "full" else 6)
+
+
+def test_odd_images_predict_end_to_end(fused, tmp_path):
+    odd = [Image.new("RGB", (1, 1), "white"), Image.new("L", (300, 200), 128),
+           Image.new("RGBA", (64, 64), (10, 20, 30, 0)), np.zeros((50, 80), np.uint16)]
+    preds = fused.predict(odd)
+    assert len(preds) == 4 and all(p.label in fused.classes_ and 0 < p.confidence <= 1 for p in preds)

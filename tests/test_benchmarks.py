@@ -1,0 +1,49 @@
+"""Each benchmark's --quick mode runs end to end on ../shared/data, so the scripts never rot."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(script: str, out: Path, *extra: str) -> None:
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick", "--out", str(out), *extra],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_fusion_quick(shared_data, tmp_path):
+    _run("fusion.py", tmp_path, "--dataset", "grocery-packages")
+    result = json.loads((tmp_path / "fusion_grocery-packages_quick.json").read_text())["result"]
+    for branch in ("image", "text", "fused"):
+        lo, hi = result[branch]["accuracy_ci95"]
+        assert lo <= result[branch]["accuracy"] <= hi
+    assert result["fused"]["accuracy"] >= result["image"]["accuracy"] or result["fusion"]["decision"].startswith(
+        "image-only")
+    assert (tmp_path / "fusion_grocery-packages_quick.png").exists()
+
+
+def test_seed_table_quick(shared_data, tmp_path):
+    _run("seed_table.py", tmp_path)
+    results = json.loads((tmp_path / "seed_table_quick.json").read_text())["results"]
+    lite = results["EfficientNet-Lite0 frozen (multipill default)"]
+    assert lite["status"] == "ran" and 0 <= lite["report"]["accuracy"] <= 1
+    for label, r in results.items():  # hub-only backbones either ran with real weights or say why not
+        assert r["status"] == "ran" or "cannot be reached" in r["reason"], label
+
+
+def test_ocr_engines_quick(shared_data, tmp_path):
+    _run("ocr_engines.py", tmp_path)
+    results = json.loads((tmp_path / "ocr_engines_quick.json").read_text())["results"]
+    assert set(results) == {"easyocr (defaults)", "easyocr (multipill)", "rapidocr (multipill)"}
+    assert all(0 <= r["recall"] <= 1 and r["median_s"] > 0 for r in results.values())
+
+
+def test_speed_quick(tmp_path):
+    _run("speed.py", tmp_path)
+    results = json.loads((tmp_path / "speed_quick.json").read_text())["results"]
+    assert set(results["training"]) == {"frozen", "partial", "full"}
+    assert all(r["images_per_s"] > 0 and r["p90_s"] >= r["median_s"] for r in results["predict"].values())
