@@ -3,8 +3,13 @@
     python benchmarks/fusion.py --dataset grocery-packages          # full: what RESULTS.md reports
     python benchmarks/fusion.py --dataset drug-vision --quick        # a few minutes
 
-The model is fitted on `train` minus a stratified, seeded 15% split (early stopping and fusion are fitted on
-that split), and reported on the data set's own `val` split, which is never trained on.
+Protocols (--protocol):
+- crossfit (default): both branches are trained on `train`; early stopping and fusion use the data set's `val`
+  split (plus the last 15% of `train`, in file order, for classes that have no `val` images). Image-only and
+  text-only are reported on that held-out set, and fused out-of-fold: fusion is fitted in 5 folds, each
+  fold's images predicted by the fusion fitted on the other four. The held-out set is never trained on by a
+  branch (the image branch does use it for early stopping).
+- holdout: branches and fusion fitted on `train` minus a random stratified 15% split, reported on `val`.
 """
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ import numpy as np
 
 from common import SHARED, bootstrap_ci, markdown_table, parser, subsample, write_json
 from multipill import PillClassifier
-from multipill.data import VAL_SPLITS, load_splits, pick, stratified_split
+from multipill.data import VAL_SPLITS, Samples, load_splits, pick, stratified_split
+from multipill.metrics import group_errors, report
 from multipill.plots import branches_png, confusion_png
 from multipill.products import lookalike_groups
 
@@ -30,6 +36,21 @@ def brand_groups(classes: list[str]) -> list[list[str]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
+def tail_split(samples: Samples, has_val: set[str], fraction: float) -> tuple[Samples, Samples]:
+    """Move the last `fraction` of each class without validation images (in file order) out of training.
+
+    The last images rather than random ones: shop photos come in bursts of near-duplicates, and a random
+    split would put a twin of every held-out photo in training.
+    """
+    labels = np.asarray(samples.labels)
+    moved = []
+    for c in sorted(set(labels) - has_val):
+        idx = np.flatnonzero(labels == c)
+        moved += idx[len(idx) - max(1, int(round(len(idx) * fraction))):].tolist()
+    keep = sorted(set(range(len(labels))) - set(moved))
+    return samples.subset(keep), samples.subset(sorted(moved))
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--dataset", default="grocery-packages", help="a folder name in ../shared/data")
@@ -40,6 +61,10 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--views", type=int, default=4)
+    p.add_argument("--protocol", choices=["crossfit", "holdout"], default="crossfit",
+                   help="crossfit: branches fitted on train, fusion cross-fitted on the val split (plus the "
+                        "last 15%% of train for classes without val images) and reported out-of-fold there; "
+                        "holdout: fusion fitted on a random 15%% of train, reported on val")
     args = p.parse_args()
     splits = load_splits(args.data or SHARED / args.dataset)
     train, evaluation = splits["train"], pick(splits, VAL_SPLITS)
@@ -48,15 +73,29 @@ def main() -> None:
         train = subsample(train.subset([i for i, c in enumerate(train.labels) if c in keep]), 10, 0)
         evaluation = subsample(evaluation.subset([i for i, c in enumerate(evaluation.labels) if c in keep]), 3, 0)
         args.epochs, args.views, args.image_size = min(args.epochs, 15), 1, 128
-    fit_idx, val_idx = stratified_split(train.labels, 0.3 if args.quick else 0.15, seed=0)
     classes = sorted(set(train.labels))
     groups = lookalike_groups() if set(classes) >= {"Bioflu", "Neozep"} else brand_groups(classes)
     clf = PillClassifier(backbone=args.backbone, freeze=args.freeze, ocr=args.ocr, image_size=args.image_size,
                          epochs=args.epochs, views=args.views, confusable_groups=groups)
     start = time.time()
-    clf.fit(train.subset(fit_idx), train.subset(val_idx))
-    fit_seconds = time.time() - start
-    result = clf.evaluate(evaluation, ignore_unknown=True)
+    if args.protocol == "holdout":
+        fit_idx, val_idx = stratified_split(train.labels, 0.3 if args.quick else 0.15, seed=0)
+        clf.fit(train.subset(fit_idx), train.subset(val_idx))
+        fit_seconds = time.time() - start
+        result = clf.evaluate(evaluation, ignore_unknown=True)
+    else:
+        fit_part, val_part = tail_split(train, set(evaluation.labels), 0.15)
+        held_out = Samples(evaluation.sources + val_part.sources, evaluation.labels + val_part.labels)
+        clf.fit(fit_part, held_out)
+        fit_seconds = time.time() - start
+        v = clf.validation_
+        result = {"classes": clf.classes_, "n": len(v["y"]), "with_text": int(v["has_text"].sum()),
+                  "fusion": clf.fusion_.report_, "y_true": v["y"].tolist()}
+        deployed = "fused_cv" if clf.fusion_.active else "image"  # what the saved model would answer
+        for branch, key in (("image", "image"), ("text", "text"), ("fused", deployed)):
+            result[branch] = report(v["y"], v[key], clf.classes_)
+            result[branch]["y_pred"] = v[key].argmax(1).tolist()
+            result[branch]["groups"] = group_errors(v["y"], v[key].argmax(1), clf.classes_, groups)
     y = np.asarray(result["y_true"])
     rows, scores, intervals = [], {}, {}
     for b in BRANCHES:
@@ -69,7 +108,7 @@ def main() -> None:
         n_in = sum(g["n"] for g in r["groups"])
         rows.append([b, f"{r['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]", f"{r['macro']['f1']:.3f}",
                      f"{errs}/{n_in}"])
-    name = f"fusion_{Path(args.data or args.dataset).name}{'_quick' if args.quick else ''}"
+    name = f"fusion_{Path(args.data or args.dataset).name}_{args.protocol}{'_quick' if args.quick else ''}"
     out = Path(args.out)
     table = markdown_table(["branch", "accuracy [95% CI]", "macro F1", "errors within lookalike groups"], rows)
     vision_err, fused_err = 1 - scores["image"], 1 - scores["fused"]

@@ -1,7 +1,7 @@
 """OCR engines on real medicine boxes: how often the printed drug name is found, and how fast.
 
     python benchmarks/ocr_engines.py            # all 365 images of ../shared/data/drug-name-boxes/valid
-    python benchmarks/ocr_engines.py --quick    # 20 images
+    python benchmarks/ocr_engines.py --quick    # 5 images
 
 A labelled drug-name box counts as found when a detected text box overlaps it with IoU >= 0.5 or contains
 its centre. Times are seconds per image, measured in this run, one engine after another on the same images.
@@ -80,7 +80,7 @@ def main() -> None:
     args = p.parse_args()
     files = sorted(Path(args.data, "images").glob("*.jpg"))
     if args.quick:
-        files = files[:20]
+        files = files[:5]
     engines = [EasyOCRDefaults(), Multipill("easyocr"), Multipill("rapidocr")]
     images = [load_image(f) for f in files]
     labels = [targets(Path(args.data, "labels", f.stem + ".txt"), *im.size) for f, im in zip(files, images)]

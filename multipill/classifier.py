@@ -127,6 +127,9 @@ class PillClassifier:
             img_lp = self._image_logp(val_images)
             txt_lp, conf, has = self._text_features(val_ocr)
             self.fusion_.fit(img_lp, txt_lp, conf, has, vy)
+            # held-out diagnostics: each branch on the validation images, fusion cross-fitted on them
+            self.validation_ = {"y": vy, "image": img_lp, "text": txt_lp, "fused_cv": self.fusion_.oof_,
+                                "has_text": has}
         else:
             self.text_.fit([], np.array([], int), classes)
             self.fusion_.off("fusion=False")

@@ -45,6 +45,7 @@ class LogLinearFusion:
         """Fit on held-out predictions; cross-validation decides whether fusion beats image-only."""
         idx = np.flatnonzero(has_text)
         self.params_ = None
+        self.oof_ = img_logp.copy()  # cross-fitted fused log-probs on these held-out images
         self.report_ = {"n_with_text": int(len(idx)), "n": int(len(y))}
         if len(idx) < max(self.folds, 2 * len(np.unique(y))):
             self.report_["decision"] = "image-only: too few held-out images with text to fit fusion"
@@ -57,6 +58,7 @@ class LogLinearFusion:
             test = fold == k
             params = self._fit(img[~test], txt[~test], c[~test], yy[~test])
             oof[test] = self._apply(params, img[test], txt[test], c[test])
+        self.oof_[idx] = oof
         fused_acc = float((oof.argmax(1) == yy).mean())
         image_acc = float((img.argmax(1) == yy).mean())
         fused_nll = float(-oof[np.arange(len(yy)), yy].mean())

@@ -17,13 +17,13 @@ def _run(script: str, out: Path, *extra: str) -> None:
 
 def test_fusion_quick(shared_data, tmp_path):
     _run("fusion.py", tmp_path, "--dataset", "grocery-packages")
-    result = json.loads((tmp_path / "fusion_grocery-packages_quick.json").read_text())["result"]
+    result = json.loads((tmp_path / "fusion_grocery-packages_crossfit_quick.json").read_text())["result"]
     for branch in ("image", "text", "fused"):
         lo, hi = result[branch]["accuracy_ci95"]
         assert lo <= result[branch]["accuracy"] <= hi
     assert result["fused"]["accuracy"] >= result["image"]["accuracy"] or result["fusion"]["decision"].startswith(
         "image-only")
-    assert (tmp_path / "fusion_grocery-packages_quick.png").exists()
+    assert (tmp_path / "fusion_grocery-packages_crossfit_quick.png").exists()
 
 
 def test_seed_table_quick(shared_data, tmp_path):
