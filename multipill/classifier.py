@@ -1,6 +1,7 @@
 """PillClassifier: the predictor that hides the plumbing (OCR, caching, fusion) but exposes each branch."""
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -61,13 +62,10 @@ class PillClassifier:
         self.ocr_cache, self.ocr_timeout, self.checkpoint_dir = ocr_cache, ocr_timeout, checkpoint_dir
         self.image_column, self.label_column, self.progress = image_column, label_column, progress
 
-    PARAMS = ("backbone", "freeze", "ocr", "text", "fusion", "image_size", "pretrained", "unfreeze_stages",
-              "views", "hflip", "epochs", "lr", "batch_size", "patience", "seed", "lexicon",
-              "confusable_groups", "val_fraction", "ocr_cache", "ocr_timeout", "checkpoint_dir",
-              "image_column", "label_column", "progress")
-
     def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.PARAMS}
+        """The constructor's arguments, as scikit-learn estimators expose them (saved with the model)."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {k: getattr(self, k) for k in names}
 
     # ----- building blocks -------------------------------------------------------------------------
     def _image_branch(self) -> ImageBranch:
