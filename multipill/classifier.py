@@ -149,7 +149,7 @@ class PillClassifier:
         img_lp = self._image_logp(images)
         ocr = self._reader().read(images, "OCR") if self.fusion else [OCRResult(status="disabled")] * len(images)
         txt_lp, conf, has = self._text_features(ocr)
-        fused = self.fusion_.predict_log_proba(img_lp, txt_lp, conf, has) if self.fusion else img_lp
+        fused = self.fusion_.predict_log_proba(img_lp, txt_lp, conf, has)  # image answer where fusion is off
         return {"image": img_lp, "text": txt_lp, "fused": fused, "has_text": has, "ocr": ocr}
 
     def _check_fitted(self) -> None:
