@@ -144,13 +144,16 @@ class TextBranch:
         clf = LogisticRegression(C=self.C, max_iter=2000)
         clf.fit(self._features([texts[i] for i in keep]), y)
         self.coef_ = np.zeros((len(self.classes_), clf.coef_.shape[1]), np.float32)
-        self.intercept_ = np.full(len(self.classes_), -30.0, np.float32)  # classes never seen with text
+        self.intercept_ = np.zeros(len(self.classes_), np.float32)
         rows = clf.classes_
         if len(clf.classes_) == 2:  # sklearn's binary form: one row for the second class
             self.coef_[rows[1]], self.intercept_[rows[1]] = clf.coef_[0], clf.intercept_[0]
-            self.intercept_[rows[0]] = 0.0
         else:
             self.coef_[rows], self.intercept_[rows] = clf.coef_, clf.intercept_
+        # classes never seen with text: no evidence either way, so the least likely seen class's bias,
+        # not a veto that would bury them whenever some text is read
+        unseen = np.setdiff1d(np.arange(len(self.classes_)), rows)
+        self.intercept_[unseen] = self.intercept_[rows].min()
         return self
 
     def predict_log_proba(self, texts: Sequence[str]) -> np.ndarray:

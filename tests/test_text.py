@@ -43,3 +43,10 @@ def test_packaged_minilm_encoder_tolerates_noise():
     enc = TransformerEncoder("minilm")
     a, b, c = enc.transform(["Neozep phenylephrine 500mg", "NEOZER phenylephrlne 50Omg", "fish oil omega-3"])
     assert a @ b > a @ c
+
+
+def test_class_without_any_text_is_not_vetoed():
+    texts = ["NEOZEP", "neozep tabs", "BIOFLU", "bioflu 500", "DECOLGEN", "decolgen 25", "", ""]
+    y = np.array([0, 0, 1, 1, 2, 2, 3, 3])  # class 3 (loose pills, say) never shows text
+    lp = TextBranch().fit(texts, y, ["Neozep", "Bioflu", "Decolgen", "Pills"]).predict_log_proba(["NEOZEP"])
+    assert lp[0].argmax() == 0 and lp[0, 3] > np.log(1e-3)
