@@ -21,7 +21,7 @@ import numpy as np
 from common import SHARED, bootstrap_ci, markdown_table, parser, subsample, write_json
 from multipill import PillClassifier
 from multipill.data import VAL_SPLITS, Samples, load_splits, pick, stratified_split
-from multipill.metrics import group_errors, report
+from multipill.metrics import branch_report
 from multipill.plots import branches_png, confusion_png
 from multipill.products import lookalike_groups
 
@@ -93,9 +93,7 @@ def main() -> None:
                   "fusion": clf.fusion_.report_, "y_true": v["y"].tolist()}
         deployed = "fused_cv" if clf.fusion_.active else "image"  # what the saved model would answer
         for branch, key in (("image", "image"), ("text", "text"), ("fused", deployed)):
-            result[branch] = report(v["y"], v[key], clf.classes_)
-            result[branch]["y_pred"] = v[key].argmax(1).tolist()
-            result[branch]["groups"] = group_errors(v["y"], v[key].argmax(1), clf.classes_, groups)
+            result[branch] = branch_report(v["y"], v[key], clf.classes_, groups)
     y = np.asarray(result["y_true"])
     rows, scores, intervals = [], {}, {}
     for b in BRANCHES:

@@ -17,7 +17,7 @@ from .backbones import DEFAULT_BACKBONE
 from .data import VAL_SPLITS, Samples, decode, load_splits, pick, stratified_split
 from .fusion import LogLinearFusion
 from .images import ImageInput, load_image
-from .metrics import group_errors, most_confused, report
+from .metrics import branch_report, most_confused
 from .ocr import OCRReader, OCRResult, create_ocr
 from .products import lookalike_groups, seed_lexicon
 from .text import TextBranch, log_softmax
@@ -214,10 +214,7 @@ class PillClassifier:
                                   "fusion": self.fusion_.report_}
         result["y_true"] = y.tolist()
         for name in ("image", "text", "fused") if self.fusion else ("image",):
-            pred = out[name].argmax(1)
-            result[name] = report(y, out[name], self.classes_)
-            result[name]["groups"] = group_errors(y, pred, self.classes_, groups)
-            result[name]["y_pred"] = pred.tolist()
+            result[name] = branch_report(y, out[name], self.classes_, groups)
         result["most_confused_image"] = most_confused(result["image"]["confusion_matrix"], self.classes_)
         return result
 

@@ -39,6 +39,16 @@ def group_errors(y: np.ndarray, pred: np.ndarray, classes: Sequence[str],
     return out
 
 
+def branch_report(y: np.ndarray, logp: np.ndarray, classes: Sequence[str],
+                  groups: Sequence[Sequence[str]]) -> dict:
+    """`report` plus lookalike-group errors and the per-image predictions, for one branch."""
+    pred = logp.argmax(1)
+    out = report(y, logp, classes)
+    out["groups"] = group_errors(y, pred, classes, groups)
+    out["y_pred"] = pred.tolist()
+    return out
+
+
 def most_confused(cm: Sequence[Sequence[int]], classes: Sequence[str], k: int = 5) -> list[list[str]]:
     """The k class pairs with the most mistakes between them (either direction)."""
     m = np.asarray(cm)
