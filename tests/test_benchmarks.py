@@ -1,5 +1,6 @@
 """Each benchmark's --quick mode runs end to end on ../shared/data, so the scripts never rot."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _run(script: str, out: Path, *extra: str) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # never probe the hub from tests, even where it is reachable
     proc = subprocess.run([sys.executable, str(BENCH / script), "--quick", "--out", str(out), *extra],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
