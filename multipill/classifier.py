@@ -14,22 +14,32 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .backbones import DEFAULT_BACKBONE
+from .calibration import (apply_temperature, choose_threshold, expected_calibration_error, fit_temperature,
+                          reliability_bins, risk_coverage)
+from .cards import WARNING, ProductCard, cards_lexicon, load_cards
 from .data import VAL_SPLITS, Samples, decode, load_splits, pick, stratified_split
+from .explain import Explanation
 from .fusion import LogLinearFusion
 from .images import ImageInput, load_image
 from .metrics import branch_report, most_confused
 from .ocr import OCRReader, OCRResult, create_ocr
-from .products import lookalike_groups, seed_lexicon
+from .novelty import NearestNeighbourNovelty
+from .products import lookalike_groups
 from .text import TextBranch, log_softmax
 from .training import TrainConfig
 from .vision import ImageBranch
 
-CONFIG_FILE, WEIGHTS_FILE = "multipill.json", "model.safetensors"
+CONFIG_FILE, WEIGHTS_FILE, CARDS_FILE = "multipill.json", "model.safetensors", "cards.json"
+REFERENCE_PER_CLASS = 100  # training images per class kept as the novelty detector's reference
 
 
 @dataclass
 class Prediction:
-    """One image's answer, with what each branch thought and what OCR read."""
+    """One image's answer (calibrated), with what each branch thought, what OCR read and the product card.
+
+    `abstained` is True when the answer should not be trusted: calibrated confidence below the model's
+    threshold, or an image unlike any trained product (`novelty` above the model's novelty threshold).
+    """
 
     label: str
     confidence: float
@@ -39,6 +49,10 @@ class Prediction:
     text: str
     ocr_status: str
     source: str
+    abstained: bool = False
+    novelty: float = 0.0
+    card: Optional[dict] = None
+    warning: str = WARNING
     notes: list[str] = field(default_factory=list)
 
 
@@ -48,16 +62,21 @@ class PillClassifier:
     def __init__(self, backbone: str = DEFAULT_BACKBONE, freeze: str = "frozen", ocr: str = "easyocr",
                  text: str = "char", fusion: bool = True, image_size: int = 224,
                  pretrained: bool | str = True, unfreeze_stages: Optional[int] = None, views: int = 4,
-                 hflip: bool = True, epochs: int = 100, lr: float = 1e-4, batch_size: int = 32,
-                 patience: int = 10, seed: int = 0, lexicon: Optional[str | dict[str, list[str]]] = None,
+                 hflip: bool = True, epochs: int = 100, lr: float = 1e-4, schedule: str = "constant",
+                 batch_size: int = 32, patience: int = 10, seed: int = 0,
+                 lexicon: Optional[dict[str, list[str]]] = None, cards: Optional[str | dict] = "seed",
+                 target_accuracy: float = 0.99, abstain_threshold: Optional[float] = None,
+                 novelty_quantile: float = 0.99,
                  confusable_groups: Optional[list[list[str]]] = None, val_fraction: float = 0.15,
                  ocr_cache: Optional[str] = None, ocr_timeout: float = 60.0,
                  checkpoint_dir: Optional[str] = None, image_column: str = "image",
                  label_column: str = "label", progress: bool = True):
         self.backbone, self.freeze, self.ocr, self.text, self.fusion = backbone, freeze, ocr, text, fusion
         self.image_size, self.pretrained, self.unfreeze_stages = image_size, pretrained, unfreeze_stages
-        self.views, self.hflip, self.epochs, self.lr = views, hflip, epochs, lr
+        self.views, self.hflip, self.epochs, self.lr, self.schedule = views, hflip, epochs, lr, schedule
         self.batch_size, self.patience, self.seed, self.lexicon = batch_size, patience, seed, lexicon
+        self.cards, self.target_accuracy, self.abstain_threshold = cards, target_accuracy, abstain_threshold
+        self.novelty_quantile = novelty_quantile
         self.confusable_groups, self.val_fraction = confusable_groups, val_fraction
         self.ocr_cache, self.ocr_timeout, self.checkpoint_dir = ocr_cache, ocr_timeout, checkpoint_dir
         self.image_column, self.label_column, self.progress = image_column, label_column, progress
@@ -71,11 +90,13 @@ class PillClassifier:
     def _image_branch(self) -> ImageBranch:
         return ImageBranch(self.backbone, self.pretrained, self.freeze, self.unfreeze_stages, self.image_size,
                            self.views, self.hflip, TrainConfig(self.epochs, self.lr, self.batch_size,
-                                                               self.patience, self.seed),
+                                                               self.patience, self.seed, self.schedule),
                            self.batch_size, self.progress)
 
     def _lexicon(self) -> Optional[dict[str, list[str]]]:
-        return seed_lexicon() if self.lexicon == "seed" else self.lexicon
+        """Names from the product cards, extended by the user's lexicon."""
+        lexicon = {**cards_lexicon(self.cards_), **(self.lexicon or {})}
+        return lexicon or None
 
     def _reader(self) -> OCRReader:
         if getattr(self, "_ocr_reader", None) is None:
@@ -114,28 +135,76 @@ class PillClassifier:
         y = np.array([classes.index(c) for c in labels])
         vy = np.array([classes.index(c) for c in val_labels])
 
+        all_cards = load_cards(self.cards)
+        self.cards_ = {c: all_cards[c] for c in classes if c in all_cards}
         self.image_ = self._image_branch().fit(images, y, val_images, vy, len(classes), self.checkpoint_dir)
         self.text_ = TextBranch(self.text, self._lexicon())
         self.fusion_ = LogLinearFusion(seed=self.seed)
+        img_lp, val_features = self._image_outputs(val_images)
         if self.fusion:
             reader = self._reader()
             train_ocr = reader.read(images, "OCR train")
             val_ocr = reader.read(val_images, "OCR validation")
             self.text_.fit([r.text for r in train_ocr], y, classes)
-            img_lp = self._image_logp(val_images)
             txt_lp, conf, has = self._text_features(val_ocr)
             self.fusion_.fit(img_lp, txt_lp, conf, has, vy)
-            # held-out diagnostics: each branch on the validation images, fusion cross-fitted on them
-            self.validation_ = {"y": vy, "image": img_lp, "text": txt_lp, "fused_cv": self.fusion_.oof_,
-                                "has_text": has}
         else:
             self.text_.fit([], np.array([], int), classes)
             self.fusion_.off("fusion=False")
+            txt_lp, has = self.text_.predict_log_proba([""] * len(vy)), np.zeros(len(vy), bool)
+        # held-out diagnostics: each branch on the validation images, fusion cross-fitted on them
+        self.validation_ = {"y": vy, "image": img_lp, "text": txt_lp, "fused_cv": self.fusion_.oof_,
+                            "has_text": has}
+        self._calibrate(vy, img_lp, txt_lp, self.fusion_.oof_, has)
+        reference = [i for c in range(len(classes)) for i in np.flatnonzero(y == c)[:REFERENCE_PER_CLASS]]
+        self.novelty_ = NearestNeighbourNovelty(quantile=self.novelty_quantile).fit(
+            self.image_.predict([images[i] for i in reference])[1], val_features)
         return self
 
+    def _calibrate(self, y: np.ndarray, img_lp: np.ndarray, txt_lp: np.ndarray, fused_lp: np.ndarray,
+                   has_text: np.ndarray) -> None:
+        """Temperatures per branch and the abstention threshold, from held-out (validation) predictions."""
+        fused_rows = has_text & self.fusion_.active
+        self.temperatures_ = {"image": fit_temperature(img_lp, y),
+                              "text": fit_temperature(txt_lp[has_text], y[has_text]),
+                              "fused": fit_temperature(fused_lp[fused_rows], y[fused_rows])}
+        final = self._final(img_lp, fused_lp, has_text)
+        conf, correct = np.exp(final.max(1)), final.argmax(1) == y
+        self.threshold_ = (self.abstain_threshold if self.abstain_threshold is not None
+                           else choose_threshold(conf, correct, self.target_accuracy))
+        self.calibration_ = self._calibration_report(y, img_lp, txt_lp, fused_lp, has_text)
+
+    def _final(self, img_lp: np.ndarray, fused_lp: np.ndarray, has_text: np.ndarray) -> np.ndarray:
+        """The answer's calibrated log-probabilities: fused where text was used, else the image branch."""
+        out = apply_temperature(img_lp, self.temperatures_["image"])
+        rows = has_text & self.fusion_.active
+        out[rows] = apply_temperature(fused_lp[rows], self.temperatures_["fused"])
+        return out
+
+    def _calibration_report(self, y: np.ndarray, img_lp: np.ndarray, txt_lp: np.ndarray,
+                            fused_lp: np.ndarray, has_text: np.ndarray) -> dict[str, Any]:
+        """Expected calibration error before and after temperature scaling, per branch and for the answer."""
+        every = np.ones(len(y), bool)
+        raw_answer = np.where((has_text & self.fusion_.active)[:, None], fused_lp, img_lp)
+        cases = {"image": (img_lp, apply_temperature(img_lp, self.temperatures_["image"]), every),
+                 "text": (txt_lp, apply_temperature(txt_lp, self.temperatures_["text"]), has_text),
+                 "answer": (raw_answer, self._final(img_lp, fused_lp, has_text), every)}
+        out: dict[str, Any] = {"temperatures": dict(self.temperatures_)}
+        for name, (before, after, rows) in cases.items():
+            if not rows.any():
+                continue
+            out[name] = {"n": int(rows.sum())}
+            for when, lp in (("before", before[rows]), ("after", after[rows])):
+                conf, correct = np.exp(lp.max(1)), lp.argmax(1) == y[rows]
+                out[name][f"ece_{when}"] = expected_calibration_error(conf, correct)
+                out[name][f"reliability_{when}"] = reliability_bins(conf, correct)
+        return out
+
     # ----- branches -------------------------------------------------------------------------------
-    def _image_logp(self, images) -> np.ndarray:
-        return log_softmax(self.image_.predict_logits(images).astype(np.float64))
+    def _image_outputs(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """Image-branch log-probabilities and the pooled features the novelty detector compares."""
+        logits, features = self.image_.predict(images)
+        return log_softmax(logits.astype(np.float64)), features
 
     def _text_features(self, ocr: Sequence[OCRResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         texts = [r.text for r in ocr]
@@ -146,11 +215,15 @@ class PillClassifier:
     def _run(self, images: list) -> dict[str, Any]:
         """Both branches and the fused output for decoded images."""
         self._check_fitted()
-        img_lp = self._image_logp(images)
+        img_lp, features = self._image_outputs(images)
         ocr = self._reader().read(images, "OCR") if self.fusion else [OCRResult(status="disabled")] * len(images)
         txt_lp, conf, has = self._text_features(ocr)
         fused = self.fusion_.predict_log_proba(img_lp, txt_lp, conf, has)  # image answer where fusion is off
-        return {"image": img_lp, "text": txt_lp, "fused": fused, "has_text": has, "ocr": ocr}
+        final = self._final(img_lp, fused, has)
+        novelty = self.novelty_.score(features)
+        abstained = (np.exp(final.max(1)) < self.threshold_) | (novelty > self.novelty_.threshold_)
+        return {"image": img_lp, "text": txt_lp, "fused": fused, "has_text": has, "ocr": ocr, "final": final,
+                "novelty": novelty, "abstained": abstained}
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "image_"):
@@ -163,17 +236,19 @@ class PillClassifier:
 
     # ----- predict --------------------------------------------------------------------------------
     def predict_proba(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
-        """Fused class probabilities, shape (n_images, n_classes), columns in `classes_` order."""
+        """Calibrated class probabilities of the answer, shape (n_images, n_classes), in `classes_` order."""
         batch, _ = self._as_list(images)
-        return np.exp(self._run([load_image(im) for im in batch])["fused"])
+        return np.exp(self._run([load_image(im) for im in batch])["final"])
 
     def predict(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5) -> Prediction | list[Prediction]:
         """Ranked answers with each branch's view; one Prediction for one input, a list for a list."""
         batch, single = self._as_list(images)
         out = self._run([load_image(im) for im in batch])
         preds = []
+        img_p = np.exp(apply_temperature(out["image"], self.temperatures_["image"]))
+        txt_p = np.exp(apply_temperature(out["text"], self.temperatures_["text"]))
         for i, r in enumerate(out["ocr"]):
-            p = np.exp(out["fused"][i])
+            p = np.exp(out["final"][i])
             order = np.argsort(-p)[:top_k]
             used = "fused" if (out["has_text"][i] and self.fusion_.active) else "image"
             notes = []
@@ -183,17 +258,36 @@ class PillClassifier:
                 notes.append("no text found; answered from the image alone")
             elif self.fusion and not self.fusion_.active:
                 notes.append(f"fusion off: {self.fusion_.report_['decision']}")
+            if out["novelty"][i] > self.novelty_.threshold_:
+                notes.append("abstained: the image is unlike every trained product (novelty "
+                             f"{out['novelty'][i]:.3f} > {self.novelty_.threshold_:.3f})")
+            elif p[order[0]] < self.threshold_:
+                notes.append(f"abstained: confidence {p[order[0]]:.3f} is below the threshold {self.threshold_:.3f}")
+            label = self.classes_[order[0]]
+            card = self.cards_.get(label)
             preds.append(Prediction(
-                self.classes_[order[0]], float(p[order[0]]), [(self.classes_[j], float(p[j])) for j in order],
-                dict(zip(self.classes_, np.exp(out["image"][i]).round(6).tolist())),
-                dict(zip(self.classes_, np.exp(out["text"][i]).round(6).tolist())) if out["has_text"][i] else None,
-                r.text, r.status, used, notes))
+                label, float(p[order[0]]), [(self.classes_[j], float(p[j])) for j in order],
+                dict(zip(self.classes_, img_p[i].round(6).tolist())),
+                dict(zip(self.classes_, txt_p[i].round(6).tolist())) if out["has_text"][i] else None,
+                r.text, r.status, used, bool(out["abstained"][i]), float(out["novelty"][i]),
+                card.to_json() if card else None, WARNING, notes))
         return preds[0] if single else preds
 
+    def explain(self, image: ImageInput, target: Optional[str] = None) -> Explanation:
+        """Grad-CAM of the image branch for `target` (default: the answer), with the OCR text it used."""
+        img = load_image(image)
+        out = self._run([img])
+        if target is not None and target not in self.classes_:
+            raise ValueError(f"unknown class {target!r}; classes are {self.classes_}")
+        idx = int(out["final"][0].argmax()) if target is None else self.classes_.index(target)
+        heatmap, _ = self.image_.gradcam(img, idx)
+        image_p = np.exp(apply_temperature(out["image"], self.temperatures_["image"]))[0, idx]
+        return Explanation(img, heatmap, self.classes_[idx], float(image_p), float(np.exp(out["final"][0, idx])),
+                           out["ocr"][0].pieces, bool(out["has_text"][0] and self.fusion_.active))
+
     # ----- evaluate -------------------------------------------------------------------------------
-    def evaluate(self, data: Any, split: Optional[str] = None, ignore_unknown: bool = False) -> dict:
-        """Image-only, text-only and fused reports side by side, plus errors inside confusable groups."""
-        self._check_fitted()
+    def _known(self, data: Any, split: Optional[str], ignore_unknown: bool, details: bool = False):
+        """Decoded images of trained classes and their label indices (+ counts skipped, when asked)."""
         splits = self._samples(data)
         samples = splits[split] if split else (pick(splits, ("test", *VAL_SPLITS)) or next(iter(splits.values())))
         images, labels, bad = decode(samples)
@@ -202,21 +296,41 @@ class PillClassifier:
             raise ValueError(f"labels not seen in training: {unknown}; pass ignore_unknown=True to leave "
                              "those images out")
         keep = [i for i, lab in enumerate(labels) if lab in self.classes_]
-        images = [images[i] for i in keep]
-        y = np.array([self.classes_.index(labels[i]) for i in keep])
-        if not len(y):
+        if not keep:
             raise ValueError("no images of known classes to evaluate")
+        images, y = [images[i] for i in keep], np.array([self.classes_.index(labels[i]) for i in keep])
+        return (images, y, len(bad), len(labels) - len(keep)) if details else (images, y)
+
+    def evaluate(self, data: Any, split: Optional[str] = None, ignore_unknown: bool = False) -> dict:
+        """Image-only, text-only and fused reports side by side, plus errors inside confusable groups."""
+        self._check_fitted()
+        images, y, bad, left_out = self._known(data, split, ignore_unknown, details=True)
         out = self._run(images)
         groups = self.confusable_groups or lookalike_groups()
-        result: dict[str, Any] = {"classes": self.classes_, "n": int(len(y)), "skipped_unreadable": len(bad),
-                                  "left_out_unknown": len(labels) - len(keep),
+        result: dict[str, Any] = {"classes": self.classes_, "n": int(len(y)), "skipped_unreadable": bad,
+                                  "left_out_unknown": left_out,
                                   "with_text": int(out["has_text"].sum()),
                                   "fusion": self.fusion_.report_}
         result["y_true"] = y.tolist()
         for name in ("image", "text", "fused") if self.fusion else ("image",):
             result[name] = branch_report(y, out[name], self.classes_, groups)
         result["most_confused_image"] = most_confused(result["image"]["confusion_matrix"], self.classes_)
+        result["calibration"] = self._calibration_report(y, out["image"], out["text"], out["fused"], out["has_text"])
+        result["abstention"] = self._abstention_report(y, out)
         return result
+
+    def _abstention_report(self, y: np.ndarray, out: dict[str, Any]) -> dict[str, Any]:
+        """Coverage and accuracy on the answered cases at the model's threshold, and the whole curve."""
+        conf = np.exp(out["final"].max(1))
+        correct = out["final"].argmax(1) == y
+        answered = ~out["abstained"]
+        curve = risk_coverage(conf, correct)
+        step = max(1, len(y) // 200)
+        return {"threshold": float(self.threshold_), "novelty_threshold": float(self.novelty_.threshold_),
+                "coverage": float(answered.mean()), "n_answered": int(answered.sum()),
+                "answered_accuracy": float(correct[answered].mean()) if answered.any() else None,
+                "abstained_as_novel": int((out["novelty"] > self.novelty_.threshold_).sum()),
+                "risk_coverage": {k: v[::step] for k, v in curve.items()}}
 
     # ----- persistence ----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -229,11 +343,17 @@ class PillClassifier:
                         for k, v in self.text_.state().items()})
         if self.fusion_.active:
             tensors["fusion.params"] = torch.as_tensor(self.fusion_.params_)
+        tensors["novelty.reference"] = torch.as_tensor(self.novelty_.reference_).half()
         save_file(tensors, str(d / WEIGHTS_FILE))
         config = {"multipill_version": __version__, "params": self.get_params(), "classes": self.classes_,
                   "ocr_settings": self._reader().engine.settings(), "text_branch": self.text_.config(),
-                  "fusion_report": self.fusion_.report_, "image_history": self.image_.history_}
+                  "fusion_report": self.fusion_.report_, "image_history": self.image_.history_,
+                  "temperatures": self.temperatures_, "threshold": self.threshold_,
+                  "novelty": {"k": self.novelty_.k, "quantile": self.novelty_.quantile,
+                              "threshold": self.novelty_.threshold_},
+                  "calibration": self.calibration_}
         (d / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        (d / CARDS_FILE).write_text(json.dumps({c: card.to_json() for c, card in self.cards_.items()}, indent=2))
         return d
 
     @classmethod
@@ -255,4 +375,33 @@ class PillClassifier:
         clf.fusion_ = LogLinearFusion(seed=clf.seed)
         clf.fusion_.params_ = tensors["fusion.params"].numpy() if "fusion.params" in tensors else None
         clf.fusion_.report_ = config["fusion_report"]
+        clf.cards_ = load_cards(d / CARDS_FILE) if (d / CARDS_FILE).exists() else {}
+        # models saved before calibration existed answer uncalibrated and never abstain until calibrate()
+        clf.temperatures_ = config.get("temperatures", {"image": 1.0, "text": 1.0, "fused": 1.0})
+        clf.threshold_ = config.get("threshold", 0.0)
+        clf.calibration_ = config.get("calibration", {})
+        novelty = config.get("novelty", {"k": 5, "quantile": clf.novelty_quantile, "threshold": np.inf})
+        clf.novelty_ = NearestNeighbourNovelty(novelty["k"], novelty["quantile"])
+        clf.novelty_.reference_ = (tensors["novelty.reference"].float().numpy() if "novelty.reference" in tensors
+                                   else np.zeros((0, 1), np.float32))
+        clf.novelty_.threshold_ = float(novelty["threshold"])
         return clf
+
+    def calibrate(self, data: Any, reference: Any = None, split: Optional[str] = None) -> "PillClassifier":
+        """Refit temperatures, abstention threshold and novelty threshold on held-out labelled data.
+
+        Use images the model was not trained or fused on. `reference` (training images) replaces the
+        novelty detector's reference set; without it the saved reference is kept.
+        """
+        self._check_fitted()
+        images, y = self._known(data, split, ignore_unknown=True)
+        img_lp, features = self._image_outputs(images)
+        ocr = self._reader().read(images, "OCR") if self.fusion else [OCRResult(status="disabled")] * len(images)
+        txt_lp, conf, has = self._text_features(ocr)
+        self._calibrate(y, img_lp, txt_lp, self.fusion_.predict_log_proba(img_lp, txt_lp, conf, has), has)
+        ref = self._image_outputs(self._known(reference, None, True)[0])[1] if reference is not None \
+            else self.novelty_.reference_
+        if not len(ref):
+            raise ValueError("the novelty detector has no reference images: pass reference= (training data)")
+        self.novelty_ = NearestNeighbourNovelty(quantile=self.novelty_quantile).fit(ref, features)
+        return self

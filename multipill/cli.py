@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .cards import WARNING
 from .images import ImageLoadError, load_image
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -24,7 +25,11 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ocr", default="easyocr", choices=list_ocr())
     p.add_argument("--text", default="char", help="char, minilm, or a transformers model name/path")
     p.add_argument("--no-fusion", action="store_true", help="image-only baseline")
-    p.add_argument("--lexicon", default=None, help="'seed' or a JSON file {class: [names]}")
+    p.add_argument("--lexicon", default=None, help="JSON file {class: [names]} added to the cards' names")
+    p.add_argument("--cards", default="seed", help="'seed', a product-card JSON file, or 'none'")
+    p.add_argument("--target-accuracy", type=float, default=0.99,
+                   help="accuracy wanted on answered cases; sets the abstention threshold")
+    p.add_argument("--abstain-threshold", type=float, default=None, help="fixed confidence threshold")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--views", type=int, default=4, help="augmented views cached per training image")
     p.add_argument("--epochs", type=int, default=100)
@@ -40,12 +45,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 def _classifier(args: argparse.Namespace, checkpoint_dir: Optional[str] = None):
     from .classifier import PillClassifier
     pretrained = {"true": True, "false": False}.get(args.pretrained.lower(), args.pretrained)
-    lexicon = args.lexicon
-    if lexicon and lexicon != "seed":
-        lexicon = json.loads(Path(lexicon).read_text())
+    lexicon = json.loads(Path(args.lexicon).read_text()) if args.lexicon else None
     return PillClassifier(backbone=args.backbone, freeze=args.freeze, unfreeze_stages=args.unfreeze_stages,
                           pretrained=pretrained, ocr=args.ocr, text=args.text, fusion=not args.no_fusion,
-                          lexicon=lexicon, image_size=args.image_size, views=args.views, epochs=args.epochs,
+                          lexicon=lexicon, cards=None if args.cards == "none" else args.cards,
+                          target_accuracy=args.target_accuracy, abstain_threshold=args.abstain_threshold,
+                          image_size=args.image_size, views=args.views, epochs=args.epochs,
                           lr=args.lr, batch_size=args.batch_size, patience=args.patience, seed=args.seed,
                           ocr_cache=args.ocr_cache, checkpoint_dir=checkpoint_dir,
                           image_column=args.image_column, label_column=args.label_column)
@@ -61,6 +66,13 @@ def format_table(result: dict) -> str:
         lines.append(f"{b:<8} {r['accuracy']:>9.3f} {r['macro']['f1']:>9.3f}  {groups}")
     lines.append(f"images: {result['n']}, with text: {result['with_text']}; "
                  f"fusion: {result['fusion'].get('decision', '')}")
+    answer, a = result["calibration"].get("answer", {}), result["abstention"]
+    if answer:
+        lines.append(f"calibration (answer): ECE {answer['ece_before']:.3f} before, {answer['ece_after']:.3f} "
+                     "after temperature scaling")
+    accuracy = "n/a" if a["answered_accuracy"] is None else f"{a['answered_accuracy']:.3f}"
+    lines.append(f"abstention at confidence >= {a['threshold']:.3f}: coverage {a['coverage']:.3f}, "
+                 f"accuracy on answered {accuracy} ({a['abstained_as_novel']} images flagged as unknown products)")
     return "\n".join(lines)
 
 
@@ -96,17 +108,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
             good.append(f)
         except ImageLoadError as exc:
             rows.append({"image": str(f), "label": "", "confidence": "", "error": str(exc)})
-    for f, pred in zip(good, clf.predict(images, top_k=args.top_k) if images else []):
+    preds = clf.predict(images, top_k=args.top_k) if images else []
+    for f, pred in zip(good, preds):
         rows.append({"image": str(f), "label": pred.label, "confidence": round(pred.confidence, 4),
-                     "source": pred.source, "text": pred.text,
-                     "top_k": "; ".join(f"{c}:{p:.3f}" for c, p in pred.top_k), "error": ""})
+                     "abstained": pred.abstained, "source": pred.source, "text": pred.text,
+                     "top_k": "; ".join(f"{c}:{p:.3f}" for c, p in pred.top_k),
+                     "card": json.dumps(pred.card) if pred.card else "", "error": ""})
     rows.sort(key=lambda r: r["image"])
     if args.out:
         out = Path(args.out)
         if out.suffix == ".json":
             out.write_text(json.dumps(rows, indent=2))
         else:
-            fields = ["image", "label", "confidence", "source", "text", "top_k", "error"]
+            fields = ["image", "label", "confidence", "abstained", "source", "text", "top_k", "card", "error"]
             with out.open("w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=fields)
                 w.writeheader()
@@ -114,8 +128,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"wrote {len(rows)} rows to {out}")
     else:
         for r in rows:
-            print(f"{r['image']}\t{r['label'] or 'ERROR'}\t{r['confidence']}\t{r['error'] or r.get('top_k', '')}")
+            label = "ERROR" if r["error"] else ("ABSTAINED (best guess: " + r["label"] + ")" if r["abstained"]
+                                                else r["label"])
+            print(f"{r['image']}\t{label}\t{r['confidence']}\t{r['error'] or r.get('top_k', '')}")
+        for pred in preds:
+            if not pred.abstained and pred.label in clf.cards_:
+                print(clf.cards_[pred.label].format())
+    if preds:
+        print(WARNING)
     return 1 if any(r["error"] for r in rows) else 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .classifier import PillClassifier
+    clf = PillClassifier.load(args.model, **({"ocr_cache": args.ocr_cache} if args.ocr_cache else {}))
+    explanation = clf.explain(args.image, target=args.target)
+    explanation.save(args.out)
+    print(f"{explanation.label}: image branch {explanation.image_probability:.3f}, answer "
+          f"{explanation.answer_probability:.3f} (text moved it {explanation.text_shift:+.3f}); wrote {args.out}")
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -125,6 +156,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(format_table(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
+    if args.plots:
+        from .plots import confusion_png, reliability_png, risk_coverage_png
+        d = Path(args.plots)
+        d.mkdir(parents=True, exist_ok=True)
+        answer = "fused" if "fused" in result else "image"
+        written = [confusion_png(result[answer]["confusion_matrix"], result["classes"], d / "confusion.png",
+                                 f"{answer} answer"),
+                   reliability_png(result["calibration"]["answer"], d / "reliability.png"),
+                   risk_coverage_png(result["abstention"], d / "risk_coverage.png")]
+        print("wrote " + ", ".join(map(str, written)))
     return 0
 
 
@@ -154,12 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="file.csv or file.json")
     p.add_argument("--ocr-cache", default=None)
     p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("explain", help="Grad-CAM heatmap + OCR boxes for one image, as a PNG overlay")
+    p.add_argument("image")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True, help="PNG file")
+    p.add_argument("--target", default=None, help="class to explain (default: the answer)")
+    p.add_argument("--ocr-cache", default=None)
+    p.set_defaults(func=cmd_explain)
     p = sub.add_parser("evaluate", help="image-only, text-only and fused reports on labelled data")
     p.add_argument("data")
     p.add_argument("--model", required=True)
     p.add_argument("--split", default=None)
     p.add_argument("--ignore-unknown", action="store_true")
     p.add_argument("--out", default=None, help="JSON file for the full report")
+    p.add_argument("--plots", default=None, help="folder for confusion, reliability and risk-coverage PNGs")
     p.add_argument("--ocr-cache", default=None)
     p.set_defaults(func=cmd_evaluate)
     return parser

@@ -20,7 +20,7 @@ def run_demo(out: str | Path = "multipill_runs/demo", quick: bool = False) -> di
     sizes = {"train": 10, "validation": 6, "test": 6} if quick else {"train": 20, "validation": 10, "test": 10}
     data = generate_packs(out / "data", sizes, products=products, size=256, seed=0)
     print(f"synthetic packs: {sizes} per class, {len(products)} products -> {data}")
-    common = dict(image_size=160, views=3, epochs=60, patience=10, lexicon="seed",
+    common = dict(image_size=160, views=3, epochs=60, patience=10,
                   ocr_cache=str(out / "ocr-cache"))
     results = {}
     for name, fusion in (("image-only", False), ("fused", True)):

@@ -65,3 +65,35 @@ def branches_png(scores: dict[str, float], path: str | Path, title: str,
     ax.set_ylabel("accuracy")
     ax.set_title(title)
     return _save(fig, path)
+
+
+def reliability_png(report: dict, path: str | Path, title: str = "reliability of the answer") -> Path:
+    """Accuracy against confidence per bin, before and after temperature scaling (diagonal = calibrated)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    for when, style in (("before", "o--"), ("after", "s-")):
+        bins = report[f"reliability_{when}"]
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], style,
+                label=f"{when} (ECE {report[f'ece_{when}']:.3f})")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def risk_coverage_png(abstention: dict, path: str | Path, title: str = "risk-coverage") -> Path:
+    """Error rate among answered cases as more are answered; the model's operating point marked."""
+    curve = abstention["risk_coverage"]
+    fig, ax = plt.subplots(figsize=(4.5, 3.6))
+    ax.plot(curve["coverage"], curve["risk"])
+    if abstention["answered_accuracy"] is not None:
+        ax.plot([abstention["coverage"]], [1 - abstention["answered_accuracy"]], "o", color="red",
+                label=f"threshold {abstention['threshold']:.3f}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("coverage (share answered)")
+    ax.set_ylabel("error rate on answered")
+    ax.set_title(title)
+    return _save(fig, path)

@@ -1,4 +1,4 @@
-"""The seed's ten products: names and printed facts used by the synthetic generator and the lexicon."""
+"""The seed's ten products as the synthetic generator draws them (sourced facts live in the product cards)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -53,8 +53,3 @@ def lookalike_groups(products: tuple[Product, ...] = SEED_PRODUCTS) -> list[list
     for p in products:
         groups.setdefault(p.style, []).append(p.brand)
     return [g for g in groups.values() if len(g) > 1]
-
-
-def seed_lexicon() -> dict[str, list[str]]:
-    """Class name -> brand and ingredient names, for the text branch's fuzzy lexicon."""
-    return {p.brand: p.names for p in SEED_PRODUCTS}

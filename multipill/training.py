@@ -27,6 +27,16 @@ class TrainConfig:
     batch_size: int = 32
     patience: int = 10
     seed: int = 0
+    schedule: str = "constant"  # or "cosine": decays lr to 0 over `epochs`, so a short budget still converges
+
+
+def epoch_lr(config: TrainConfig, epoch: int) -> float:
+    """Learning rate of a (0-based) epoch; a pure function of the epoch so resumed runs follow the same path."""
+    if config.schedule == "constant":
+        return config.lr
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * epoch / max(config.epochs, 1)))
+    raise ValueError(f"schedule must be 'constant' or 'cosine', not {config.schedule!r}")
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -129,6 +139,8 @@ def fit_model(model: nn.Module, train: Dataset, val: Dataset, config: TrainConfi
     for epoch in bar:
         if state["bad_epochs"] >= config.patience:
             break
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(config, epoch)
         model.train()
         loss_sum, count, started = 0.0, 0, time.perf_counter()
         for x, y in train_loader:

@@ -143,16 +143,44 @@ class ImageBranch:
         self.model_.eval()
         return self
 
-    def predict_logits(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Class logits for each image (no augmentation)."""
+    def predict(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """Class logits and pooled features (the head's input) for each image, without augmentation."""
         transform = eval_transform(self.image_size, self.mean_, self.std_)
         self.model_.eval()
-        out = []
+        logits, features = [], []
         for i in range(0, len(images), self.batch_size):
             x = torch.stack([transform(im) for im in images[i:i + self.batch_size]])
             with torch.no_grad():
-                out.append(self.model_(self.trunk_(x)))
-        return torch.cat(out).numpy() if out else np.zeros((0, self.model_.head.net[-1].out_features))
+                pooled = self.model_.stages(self.trunk_(x).float()).mean(dim=(2, 3))
+                logits.append(self.model_.head(pooled))
+            features.append(pooled)
+        if not logits:
+            return np.zeros((0, self.model_.head.net[-1].out_features)), np.zeros((0, 0))
+        return torch.cat(logits).numpy(), torch.cat(features).numpy()
+
+    def predict_logits(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.predict(images)[0]
+
+    def gradcam(self, image: Image.Image, target: Optional[int] = None) -> tuple[np.ndarray, int]:
+        """Grad-CAM on the last feature map: an HxW map in [0, 1] at the image's own size, and the class.
+
+        The map weights each channel of the last stage by the mean gradient of the target logit, keeps the
+        positive evidence and is stretched back over the image (the model saw it resized to a square).
+        """
+        x = eval_transform(self.image_size, self.mean_, self.std_)(image)[None]
+        self.model_.eval()
+        with torch.no_grad():
+            fmap = self.model_.stages(self.trunk_(x).float())
+        fmap.requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.model_.head(fmap)
+            cls = int(logits.argmax(1)) if target is None else int(target)
+            (grad,) = torch.autograd.grad(logits[0, cls], fmap)
+        cam = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * fmap).sum(1, keepdim=True)).detach()
+        cam = nn.functional.interpolate(cam, size=(image.height, image.width), mode="bilinear",
+                                        align_corners=False)[0, 0].numpy()
+        peak = float(cam.max())
+        return (cam / peak if peak > 0 else cam).astype(np.float32), cls
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Every weight needed to predict: the frozen trunk and the trained part."""

@@ -9,7 +9,7 @@ from PIL import Image
 from multipill import PillClassifier, Prediction
 from multipill.images import ImageLoadError
 
-SMALL = dict(image_size=128, views=2, epochs=40, patience=8, lexicon="seed", progress=False)
+SMALL = dict(image_size=128, views=2, epochs=40, patience=8, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_ocr_failure_falls_back_to_image(fused, packs, monkeypatch):
 
 def test_save_load_round_trip_identical(fused, packs, tmp_path):
     fused.save(tmp_path / "m")
-    assert {p.name for p in (tmp_path / "m").iterdir()} == {"multipill.json", "model.safetensors"}
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {"multipill.json", "model.safetensors", "cards.json"}
     loaded = PillClassifier.load(tmp_path / "m")
     files = sorted((packs / "test").rglob("*.png"))[::5]
     assert np.array_equal(loaded.predict_proba(files), fused.predict_proba(files))

@@ -1,0 +1,69 @@
+"""Confidence that means what it says: temperature scaling, calibration error, abstention threshold."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from .text import log_softmax
+
+
+def apply_temperature(logp: np.ndarray, temperature: float) -> np.ndarray:
+    """Log-probabilities with every logit divided by `temperature` (>1 softens, <1 sharpens)."""
+    return log_softmax(np.asarray(logp, np.float64) / temperature)
+
+
+def fit_temperature(logp: np.ndarray, y: np.ndarray) -> float:
+    """The temperature minimising held-out negative log-likelihood (Guo et al. 2017); 1.0 without data."""
+    y = np.asarray(y)
+    if not len(y):
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        return float(-apply_temperature(logp, np.exp(log_t))[np.arange(len(y)), y].mean())
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    conf, ok = np.asarray(confidence, float), np.asarray(correct, float)
+    if not len(conf):
+        return 0.0
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    return float(sum(abs(ok[which == b].mean() - conf[which == b].mean()) * (which == b).sum()
+                     for b in range(bins) if (which == b).any()) / len(conf))
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> list[dict]:
+    """Per bin: mean confidence, accuracy and count (the reliability diagram's data)."""
+    conf, ok = np.asarray(confidence, float), np.asarray(correct, float)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    return [{"low": b / bins, "high": (b + 1) / bins, "confidence": float(conf[which == b].mean()),
+             "accuracy": float(ok[which == b].mean()), "count": int((which == b).sum())}
+            for b in range(bins) if (which == b).any()]
+
+
+def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> dict[str, list[float]]:
+    """Answering the k most confident cases, k = 1..n: coverage, error rate among them, threshold."""
+    order = np.argsort(-np.asarray(confidence, float), kind="stable")
+    ok = np.asarray(correct, float)[order]
+    k = np.arange(1, len(ok) + 1)
+    return {"coverage": (k / max(len(ok), 1)).tolist(), "risk": (1 - np.cumsum(ok) / k).tolist(),
+            "threshold": np.asarray(confidence, float)[order].tolist()}
+
+
+def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_accuracy: float) -> float:
+    """Lowest confidence threshold whose answered cases reach `target_accuracy` on held-out data.
+
+    Ties are kept together (a threshold answers every case at or above it). When no threshold reaches
+    the target, the result is just above the highest confidence, i.e. abstain on everything.
+    """
+    conf = np.asarray(confidence, float)
+    if not len(conf):
+        return 0.0
+    curve = risk_coverage(conf, correct)
+    thresholds, risk = np.array(curve["threshold"]), np.array(curve["risk"])
+    last_of_tie = np.r_[thresholds[1:] != thresholds[:-1], True]
+    ok = np.flatnonzero(last_of_tie & (1 - risk >= target_accuracy - 1e-12))
+    return float(thresholds[ok[-1]]) if len(ok) else float(np.nextafter(conf.max(), 2.0))
