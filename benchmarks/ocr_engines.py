@@ -1,6 +1,7 @@
 """OCR engines on real medicine boxes: how often the printed drug name is found, and how fast.
 
     python benchmarks/ocr_engines.py            # all 365 images of ../shared/data/drug-name-boxes/valid
+    python benchmarks/ocr_engines.py --limit 100   # a seeded random sample of 100 images
     python benchmarks/ocr_engines.py --quick    # 5 images
 
 A labelled drug-name box counts as found when a detected text box overlaps it with IoU >= 0.5 or contains
@@ -77,10 +78,13 @@ class Multipill:
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--data", default=str(SHARED / "drug-name-boxes" / "valid"))
+    p.add_argument("--limit", type=int, default=None, help="a seeded random sample of this many images")
     args = p.parse_args()
     files = sorted(Path(args.data, "images").glob("*.jpg"))
     if args.quick:
-        files = files[:5]
+        args.limit = 5
+    if args.limit:
+        files = sorted(np.random.default_rng(0).permutation(np.array(files, dtype=object))[:args.limit].tolist())
     engines = [EasyOCRDefaults(), Multipill("easyocr"), Multipill("rapidocr")]
     images = [load_image(f) for f in files]
     labels = [targets(Path(args.data, "labels", f.stem + ".txt"), *im.size) for f, im in zip(files, images)]

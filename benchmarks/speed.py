@@ -80,7 +80,6 @@ def main() -> None:
     for name, clf in (("image-only", models["frozen"]), ("fused", fused)):
         for batch in (1, 8):
             clf.ocr_cache = str(work / f"cold-{name}-{batch}")  # a fresh cache: every read is cold
-            clf._ocr_reader = None
             with PeakRSS() as mem:
                 r = latency(clf, test, batch)
             r["peak_rss_mb"] = mem.peak_mb

@@ -99,9 +99,13 @@ class PillClassifier:
         return lexicon or None
 
     def _reader(self) -> OCRReader:
-        if getattr(self, "_ocr_reader", None) is None:
-            self._ocr_reader = OCRReader(create_ocr(self.ocr if self.fusion else "none"), self.ocr_cache,
-                                         self.ocr_timeout, self.progress)
+        """The OCR reader for the current settings; rebuilt when ocr, ocr_cache or ocr_timeout change."""
+        key = (self.ocr if self.fusion else "none", self.ocr_cache, self.ocr_timeout)
+        if getattr(self, "_reader_key", None) != key:
+            same_engine = getattr(self, "_reader_key", (None,))[0] == key[0]
+            engine = self._ocr_reader.engine if same_engine else create_ocr(key[0])
+            self._ocr_reader = OCRReader(engine, self.ocr_cache, self.ocr_timeout, self.progress)
+            self._reader_key = key
         return self._ocr_reader
 
     def _samples(self, data: Any) -> dict[str, Samples]:
@@ -153,9 +157,9 @@ class PillClassifier:
             self.fusion_.off("fusion=False")
             txt_lp, has = self.text_.predict_log_proba([""] * len(vy)), np.zeros(len(vy), bool)
         # held-out diagnostics: each branch on the validation images, fusion cross-fitted on them
-        self.validation_ = {"y": vy, "image": img_lp, "text": txt_lp, "fused_cv": self.fusion_.oof_,
-                            "has_text": has}
-        self._calibrate(vy, img_lp, txt_lp, self.fusion_.oof_, has)
+        fused_cv = self.fusion_.oof_ if self.fusion else img_lp
+        self.validation_ = {"y": vy, "image": img_lp, "text": txt_lp, "fused_cv": fused_cv, "has_text": has}
+        self._calibrate(vy, img_lp, txt_lp, fused_cv, has)
         reference = [i for c in range(len(classes)) for i in np.flatnonzero(y == c)[:REFERENCE_PER_CLASS]]
         self.novelty_ = NearestNeighbourNovelty(quantile=self.novelty_quantile).fit(
             self.image_.predict([images[i] for i in reference])[1], val_features)

@@ -164,3 +164,14 @@ def generate_packs(out_dir: str | Path, n_per_class: int | dict[str, int] = 40,
                 img, _ = render_pack(product, rng, size)
                 img.save(folder / f"{i:04d}.png")
     return out
+
+
+def fictional_products(n: int, seed: int = 0) -> tuple[Product, ...]:
+    """Made-up brands in the seed's pack styles: products no model was trained on, for novelty tests."""
+    rng = np.random.default_rng(seed)
+    syllables = ["zo", "ra", "vex", "li", "tan", "mor", "qui", "del", "fen", "ost", "ka", "nu"]
+    substances = ["Loratadine", "Cetirizine", "Naproxen", "Ambroxol", "Guaifenesin", "Omeprazole"]
+    styles = sorted(STYLES)
+    return tuple(Product("".join(rng.choice(syllables, 3)).title(), (str(rng.choice(substances)),),
+                         f"{int(rng.choice([5, 10, 20, 250]))}mg", "tablet", styles[i % len(styles)])
+                 for i in range(n))

@@ -49,3 +49,28 @@ def test_speed_quick(tmp_path):
     results = json.loads((tmp_path / "speed_quick.json").read_text())["results"]
     assert set(results["training"]) == {"frozen", "partial", "full"}
     assert all(r["images_per_s"] > 0 and r["p90_s"] >= r["median_s"] for r in results["predict"].values())
+
+
+def test_best_model_quick(shared_data, tmp_path):
+    _run("best_model.py", tmp_path)
+    payload = json.loads((tmp_path / "best_model_quick.json").read_text())
+    assert 0 <= payload["report"]["accuracy"] <= 1 and "Bioflu" in payload["lookalike_table"]
+    assert (tmp_path / "best_model_quick" / "multipill.json").exists()
+
+
+def test_trust_quick(shared_data, tmp_path):
+    _run("trust.py", tmp_path, "--ocr", "rapidocr")
+    results = json.loads((tmp_path / "trust_quick.json").read_text())["results"]
+    for r in results.values():
+        assert 0 <= r["abstention"]["coverage"] <= 1
+        for o in r["unknown"].values():
+            assert 0 <= o["auroc_novelty"] <= 1 and 0 <= o["answered_share"] <= 1
+    assert (tmp_path / "trust_grocery_reliability.png").exists()
+
+
+def test_explain_quick(tmp_path):
+    _run("explain.py", tmp_path, "--backbones", "efficientnet_lite0", "resnetv2_50")
+    results = json.loads((tmp_path / "explain_quick.json").read_text())["results"]
+    assert {"efficientnet_lite0 frozen", "efficientnet_lite0 partial", "efficientnet_lite0 full"} <= set(results)
+    assert all(0 <= r["pointing_game"] <= 1 for r in results.values() if r["status"] == "ran")
+    assert results["resnetv2_50"]["status"] == "not run" or results["resnetv2_50 frozen"]["status"] == "ran"
