@@ -13,9 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from common import SHARED, markdown_table, parser, subsample, write_json
+from common import SHARED, markdown_table, parser, train_val, write_json
 from multipill import PillClassifier
-from multipill.data import VAL_SPLITS, load_splits, pick
 from multipill.plots import confusion_png, history_png
 
 LOOKALIKES = ["Bioflu", "Decolgen", "Neozep"]
@@ -33,10 +32,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--save", default=None, help="folder for the trained model (default: <out>/best_model)")
     args = p.parse_args()
-    splits = load_splits(args.data)
-    train, val = splits["train"], pick(splits, VAL_SPLITS)
+    train, val = train_val(args.data, args.quick)
     if args.quick:
-        train, val = subsample(train, 10, 0), subsample(val, 5, 0)
         args.epochs, args.views, args.image_size = 2, 1, 96
     out = Path(args.out)
     clf = PillClassifier(backbone=args.backbone, freeze=args.freeze, unfreeze_stages=args.unfreeze_stages,

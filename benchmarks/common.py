@@ -63,3 +63,11 @@ def subsample(samples, per_class: int, seed: int):
     labels = np.asarray(samples.labels)
     idx = [i for c in sorted(set(labels)) for i in rng.permutation(np.flatnonzero(labels == c))[:per_class]]
     return samples.subset(sorted(idx))
+
+
+def train_val(data, quick: bool):
+    """`train` and the validation split of an ImageFolder; 10 and 5 images per class with --quick."""
+    from multipill.data import VAL_SPLITS, load_splits, pick
+    splits = load_splits(data)
+    train, val = splits["train"], pick(splits, VAL_SPLITS)
+    return (subsample(train, 10, 0), subsample(val, 5, 0)) if quick else (train, val)

@@ -6,8 +6,9 @@
 For each backbone whose ImageNet weights can be had here and each freeze mode, an image-only classifier is
 trained on synthetic packs of the 10 seed products; on new packs, a hit is the heatmap's peak falling on the
 pack, and the energy share is the part of the heatmap's mass inside the pack's mask (as the blister-pack
-Grad-CAM paper measured). The pack's share of the image is the score a uniform heatmap would get, and a
-centred Gaussian is reported as a no-model baseline.
+Grad-CAM paper measured). Packs are drawn small (`--scale`, share of the photo's side) at random places, so
+that pointing at the middle of the photo is not enough: a centred Gaussian is reported as that no-model
+baseline, and the pack's share of the photo is what a uniform heatmap would get.
 """
 from __future__ import annotations
 
@@ -36,13 +37,15 @@ def main() -> None:
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--image-size", type=int, default=160)
     p.add_argument("--backbones", nargs="*", default=list_backbones())
+    p.add_argument("--scale", type=float, nargs=2, default=(0.35, 0.6))
     args = p.parse_args()
     per_class, epochs = ({"train": 4, "validation": 2}, {"frozen": 2, "partial": 1, "full": 1}) if args.quick \
         else ({"train": 30, "validation": 10}, {"frozen": 60, "partial": 15, "full": 6})
     n_test = 6 if args.quick else args.n_test
     size = 96 if args.quick else args.image_size
     out = Path(args.out)
-    test = [render_pack(SEED_PRODUCTS[i % len(SEED_PRODUCTS)], np.random.default_rng([99, i]), 256)
+    scale = tuple(args.scale)
+    test = [render_pack(SEED_PRODUCTS[i % len(SEED_PRODUCTS)], np.random.default_rng([99, i]), 256, scale=scale)
             for i in range(n_test)]
     masks = [m for _, m in test]
     rows, results = [], {}
@@ -50,7 +53,7 @@ def main() -> None:
     baseline = {"pointing": float(np.mean([h for h, _ in prior])), "energy": float(np.mean([e for _, e in prior])),
                 "pack_share": float(np.mean([m.mean() for m in masks]))}
     with tempfile.TemporaryDirectory() as tmp:
-        data = generate_packs(tmp, per_class, size=256, seed=5)
+        data = generate_packs(tmp, per_class, size=256, seed=5, scale=scale)
         for backbone in args.backbones:
             try:
                 create_backbone(backbone, True)

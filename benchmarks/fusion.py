@@ -61,6 +61,9 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--views", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--schedule", default="constant", choices=["constant", "cosine"])
+    p.add_argument("--tag", default="", help="suffix for the output files (to keep several configurations)")
     p.add_argument("--protocol", choices=["crossfit", "holdout"], default="crossfit",
                    help="crossfit: branches fitted on train, fusion cross-fitted on the val split (plus the "
                         "last 15%% of train for classes without val images) and reported out-of-fold there; "
@@ -76,7 +79,8 @@ def main() -> None:
     classes = sorted(set(train.labels))
     groups = lookalike_groups() if set(classes) >= {"Bioflu", "Neozep"} else brand_groups(classes)
     clf = PillClassifier(backbone=args.backbone, freeze=args.freeze, ocr=args.ocr, image_size=args.image_size,
-                         epochs=args.epochs, views=args.views, confusable_groups=groups)
+                         epochs=args.epochs, views=args.views, lr=args.lr, schedule=args.schedule,
+                         patience=args.epochs if args.schedule == "cosine" else 10, confusable_groups=groups)
     start = time.time()
     if args.protocol == "holdout":
         fit_idx, val_idx = stratified_split(train.labels, 0.3 if args.quick else 0.15, seed=0)
@@ -106,7 +110,7 @@ def main() -> None:
         n_in = sum(g["n"] for g in r["groups"])
         rows.append([b, f"{r['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]", f"{r['macro']['f1']:.3f}",
                      f"{errs}/{n_in}"])
-    name = f"fusion_{Path(args.data or args.dataset).name}_{args.protocol}{'_quick' if args.quick else ''}"
+    name = f"fusion_{Path(args.data or args.dataset).name}_{args.protocol}{args.tag}{'_quick' if args.quick else ''}"
     out = Path(args.out)
     table = markdown_table(["branch", "accuracy [95% CI]", "macro F1", "errors within lookalike groups"], rows)
     vision_err, fused_err = 1 - scores["image"], 1 - scores["fused"]

@@ -12,9 +12,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from common import SHARED, markdown_table, parser, subsample, write_json
+from common import SHARED, markdown_table, parser, train_val, write_json
 from multipill import PillClassifier, create_backbone
-from multipill.data import VAL_SPLITS, load_splits, pick
 from multipill.hub import OfflineError
 from multipill.plots import confusion_png, history_png
 
@@ -39,10 +38,8 @@ def main() -> None:
                    help="epoch cap for full fine-tuning, which recomputes the whole network every step")
     p.add_argument("--only", nargs="*", default=None, help="run only configs whose label contains these")
     args = p.parse_args()
-    splits = load_splits(args.data)
-    train, val = splits["train"], pick(splits, VAL_SPLITS)
+    train, val = train_val(args.data, args.quick)
     if args.quick:
-        train, val = subsample(train, 10, 0), subsample(val, 5, 0)
         args.epochs, args.views, args.image_size = 3, 1, 96
     out = Path(args.out)
     rows, results = [], {}

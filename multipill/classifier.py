@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 import json
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -16,7 +16,7 @@ from . import __version__
 from .backbones import DEFAULT_BACKBONE
 from .calibration import (apply_temperature, choose_threshold, expected_calibration_error, fit_temperature,
                           reliability_bins, risk_coverage)
-from .cards import WARNING, ProductCard, cards_lexicon, load_cards
+from .cards import WARNING, cards_lexicon, load_cards
 from .data import VAL_SPLITS, Samples, decode, load_splits, pick, stratified_split
 from .explain import Explanation
 from .fusion import LogLinearFusion

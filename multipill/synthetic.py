@@ -114,8 +114,9 @@ def _perspective_coeffs(src: np.ndarray, dst: np.ndarray) -> list[float]:
 
 
 def render_pack(product: Product, rng: np.random.Generator, size: int = 256,
-                kind: str | None = None, upright: bool = False) -> tuple[Image.Image, np.ndarray]:
-    """One photo of product's pack; returns the RGB image and the boolean mask of the pack."""
+                kind: str | None = None, upright: bool = False,
+                scale: tuple[float, float] = (0.7, 0.92)) -> tuple[Image.Image, np.ndarray]:
+    """One photo of product's pack, its longer side a `scale` share of the photo; image and pack mask."""
     colours = dict(STYLES[product.style])
     jitter = rng.integers(-15, 16, 3)
     colours["body"] = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(colours["body"], jitter))
@@ -126,8 +127,8 @@ def render_pack(product: Product, rng: np.random.Generator, size: int = 256,
         if rng.random() < 0.15:
             angle += float(rng.choice([90, 180, 270]))
         item = item.rotate(angle, expand=True, resample=Image.BICUBIC)
-    scale = rng.uniform(0.7, 0.92) * size / max(item.size)
-    item = item.resize((max(1, int(item.width * scale)), max(1, int(item.height * scale))), Image.BICUBIC)
+    factor = rng.uniform(*scale) * size / max(item.size)
+    item = item.resize((max(1, int(item.width * factor)), max(1, int(item.height * factor))), Image.BICUBIC)
     w, h = item.size
     src = np.array([[0, 0], [w, 0], [w, h], [0, h]], float)
     dst = src + rng.uniform(-0.08, 0.08, (4, 2)) * [w, h]
@@ -151,7 +152,7 @@ def render_pack(product: Product, rng: np.random.Generator, size: int = 256,
 
 def generate_packs(out_dir: str | Path, n_per_class: int | dict[str, int] = 40,
                    products: tuple[Product, ...] = SEED_PRODUCTS, size: int = 256,
-                   seed: int = 0) -> Path:
+                   seed: int = 0, scale: tuple[float, float] = (0.7, 0.92)) -> Path:
     """Write an ImageFolder (`<split>/<brand>/<i>.png`); n_per_class is an int or {split: n}."""
     out = Path(out_dir)
     splits = n_per_class if isinstance(n_per_class, dict) else {"train": n_per_class}
@@ -161,7 +162,7 @@ def generate_packs(out_dir: str | Path, n_per_class: int | dict[str, int] = 40,
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 rng = np.random.default_rng([seed, s_idx, c_idx, i])
-                img, _ = render_pack(product, rng, size)
+                img, _ = render_pack(product, rng, size, scale=scale)
                 img.save(folder / f"{i:04d}.png")
     return out
 

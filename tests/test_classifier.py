@@ -1,6 +1,5 @@
 """End to end on synthetic lookalike packs: fit, predict, evaluate, save, load, and bad input."""
 import shutil
-import warnings
 
 import numpy as np
 import pytest

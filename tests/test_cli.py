@@ -27,7 +27,14 @@ def test_train_predict_evaluate(packs, tmp_path, capsys):
     assert json.loads(js.read_text())[0]["label"]
     report = tmp_path / "eval.json"
     assert main(["evaluate", str(packs), "--model", str(model), "--split", "test", "--out", str(report)]) == 0
-    assert "accuracy" in capsys.readouterr().out and json.loads(report.read_text())["n"] == 40
+    printed = capsys.readouterr().out
+    assert "accuracy" in printed and "abstention" in printed and json.loads(report.read_text())["n"] == 40
+    main(["predict", str(folder / "0000.png"), "--model", str(model)])
+    printed = capsys.readouterr().out
+    assert "pharmacist" in printed and ("Product card:" in printed or "ABSTAINED" in printed)
+    plots = tmp_path / "plots"
+    assert main(["evaluate", str(packs), "--model", str(model), "--split", "test", "--plots", str(plots)]) == 0
+    assert {p.name for p in plots.iterdir()} == {"confusion.png", "reliability.png", "risk_coverage.png"}
 
 
 def test_clear_errors_exit_2(tmp_path, capsys):
