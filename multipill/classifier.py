@@ -347,7 +347,7 @@ class PillClassifier:
                         for k, v in self.text_.state().items()})
         if self.fusion_.active:
             tensors["fusion.params"] = torch.as_tensor(self.fusion_.params_)
-        tensors["novelty.reference"] = torch.as_tensor(self.novelty_.reference_).half()
+        tensors["novelty.reference"] = torch.as_tensor(self.novelty_.reference_)
         save_file(tensors, str(d / WEIGHTS_FILE))
         config = {"multipill_version": __version__, "params": self.get_params(), "classes": self.classes_,
                   "ocr_settings": self._reader().engine.settings(), "text_branch": self.text_.config(),
@@ -386,8 +386,8 @@ class PillClassifier:
         clf.calibration_ = config.get("calibration", {})
         novelty = config.get("novelty", {"k": 5, "quantile": clf.novelty_quantile, "threshold": np.inf})
         clf.novelty_ = NearestNeighbourNovelty(novelty["k"], novelty["quantile"])
-        clf.novelty_.reference_ = (tensors["novelty.reference"].float().numpy() if "novelty.reference" in tensors
-                                   else np.zeros((0, 1), np.float32))
+        clf.novelty_.reference_ = (tensors["novelty.reference"].numpy() if "novelty.reference" in tensors
+                                   else np.zeros((0, 1), np.float16))
         clf.novelty_.threshold_ = float(novelty["threshold"])
         return clf
 

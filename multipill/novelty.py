@@ -20,8 +20,8 @@ class NearestNeighbourNovelty:
         self.k, self.quantile = k, quantile
 
     def fit(self, reference: np.ndarray, held_out: np.ndarray) -> "NearestNeighbourNovelty":
-        """Remember `reference` features; the threshold keeps `quantile` of `held_out` as known."""
-        self.reference_ = _normalise(reference)
+        """Remember `reference` features (float16, as saved); the threshold keeps `quantile` of `held_out`."""
+        self.reference_ = _normalise(reference).astype(np.float16)
         scores = self.score(held_out)
         self.threshold_ = float(np.quantile(scores, self.quantile)) if len(scores) else 1.0
         return self
@@ -29,7 +29,7 @@ class NearestNeighbourNovelty:
     def score(self, features: np.ndarray) -> np.ndarray:
         if not len(features) or not len(self.reference_):
             return np.zeros(len(features))
-        sims = _normalise(features) @ self.reference_.T
+        sims = _normalise(features) @ self.reference_.T.astype(np.float32)
         k = min(self.k, sims.shape[1])
         kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
         return 1.0 - kth.astype(np.float64)

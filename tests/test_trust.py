@@ -120,7 +120,10 @@ def test_cards_round_trip_and_show_with_answers(clf, packs, tmp_path):
     pred = loaded.predict(sorted((packs / "test" / "Biogesic").glob("*.png"))[0])
     assert pred.card == loaded.cards_[pred.label].to_json()
     assert loaded.threshold_ == clf.threshold_ and loaded.temperatures_ == clf.temperatures_
-    assert loaded.novelty_.threshold_ == pytest.approx(clf.novelty_.threshold_)
+    assert loaded.novelty_.threshold_ == clf.novelty_.threshold_
+    files = sorted((packs / "test").rglob("*.png"))[::7]
+    assert [p.abstained for p in loaded.predict(files)] == [p.abstained for p in clf.predict(files)]
+    assert np.array_equal(loaded.novelty_.reference_, clf.novelty_.reference_)
 
 
 def test_explain_heatmap_overlay_and_cli(clf, packs, tmp_path):
