@@ -13,15 +13,21 @@ def apply_temperature(logp: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def fit_temperature(logp: np.ndarray, y: np.ndarray) -> float:
-    """The temperature minimising held-out negative log-likelihood (Guo et al. 2017); 1.0 without data."""
+    """The temperature minimising the held-out Brier score; 1.0 without data.
+
+    Brier rather than log-loss (Guo et al. 2017 use log-loss): on the small validation sets this library
+    meets, one confidently wrong image dominates the log-loss and drags the temperature up until every answer
+    looks unsure; each image's Brier score is bounded, so a few outliers cannot.
+    """
     y = np.asarray(y)
     if not len(y):
         return 1.0
+    onehot = np.eye(logp.shape[1])[y]
 
-    def nll(log_t: float) -> float:
-        return float(-apply_temperature(logp, np.exp(log_t))[np.arange(len(y)), y].mean())
+    def brier(log_t: float) -> float:
+        return float(((np.exp(apply_temperature(logp, np.exp(log_t))) - onehot) ** 2).sum(1).mean())
 
-    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    res = minimize_scalar(brier, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(res.x))
 
 

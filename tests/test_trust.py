@@ -163,3 +163,14 @@ def test_pointing_game():
     mask[:5, :5] = True
     hit, share = pointing_game(heat, mask)
     assert hit and share == pytest.approx(1 / 1.5)
+
+
+def test_temperature_is_not_dragged_by_one_confident_mistake():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 100)
+    logits = np.full((100, 4), -6.0)
+    logits[np.arange(100), y] = 6.0
+    logits[0] = [30.0, -30.0, -30.0, -30.0] if y[0] != 0 else [-30.0, 30.0, -30.0, -30.0]  # one sure error
+    t = fit_temperature(log_softmax(logits), y)
+    after = apply_temperature(logits, t)
+    assert np.exp(after.max(1))[1:].mean() > 0.97  # the 99 right answers stay confident (log-loss: 0.95)
