@@ -79,7 +79,7 @@ def assess(name: str, clf: PillClassifier, known_eval: Samples, unknown: dict[st
             "auroc_novelty": float(roc_auc_score(labels, np.r_[known["novelty"], s["novelty"]])),
             "answered_share": float((~s["abstained"]).mean()),
             "mean_confidence": float(s["confidence"].mean())}
-    return {"calibration": {k: v for k, v in report["calibration"].items()},
+    return {"calibration": report["calibration"],
             "abstention": {k: v for k, v in report["abstention"].items() if k != "risk_coverage"},
             "known_accuracy": report["fused" if "fused" in report else "image"]["accuracy"],
             "known_abstained_share": float(known["abstained"].mean()), "unknown": ood}
@@ -93,6 +93,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     drug, grocery = load_splits(SHARED / "drug-vision"), load_splits(SHARED / "grocery-packages")
+    g_val = pick(grocery, VAL_SPLITS)
     n_other, n_syn, n_blank = (8, 4, 3) if args.quick else (200, 120, 30)
     results = {}
     start = time.time()
@@ -109,15 +110,13 @@ def main() -> None:
                                  epochs=3 if args.quick else 100, views=1 if args.quick else 4)
         model_d.fit(d_train, d_a)
     model_d.calibrate(d_a, reference=subsample(d_train, 100, 0))
-    g_all = Samples(grocery["train"].sources + pick(grocery, VAL_SPLITS).sources,
-                    grocery["train"].labels + pick(grocery, VAL_SPLITS).labels)
+    g_all = Samples(grocery["train"].sources + g_val.sources, grocery["train"].labels + g_val.labels)
     results["trained on drug-vision"] = assess("drug-vision", model_d, d_b,
                                                unknown_sets(g_all, n_other, n_syn, n_blank), out)
 
     # model G: grocery-packages, validation from val + the tail of train where a class has none
-    g_train, g_held = tail_split(grocery["train"], set(pick(grocery, VAL_SPLITS).labels), 0.15)
-    g_held = Samples(pick(grocery, VAL_SPLITS).sources + g_held.sources, pick(grocery, VAL_SPLITS).labels
-                     + g_held.labels)
+    g_train, g_tail = tail_split(grocery["train"], set(g_val.labels), 0.15)
+    g_held = Samples(g_val.sources + g_tail.sources, g_val.labels + g_tail.labels)
     if args.quick:
         keep = sorted(set(g_train.labels))[:4]
         g_train = subsample(g_train.subset([i for i, c in enumerate(g_train.labels) if c in keep]), 5, 0)
