@@ -59,10 +59,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
 
 def subsample(samples, per_class: int, seed: int):
     """At most per_class images of each class, seeded: for --quick runs."""
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(samples.labels)
-    idx = [i for c in sorted(set(labels)) for i in rng.permutation(np.flatnonzero(labels == c))[:per_class]]
-    return samples.subset(sorted(idx))
+    from multipill.data import per_class as pick_per_class
+    return samples.subset(pick_per_class(samples.labels, per_class, seed).tolist())
 
 
 def train_val(data, quick: bool):

@@ -2,6 +2,7 @@
 
     python benchmarks/fusion.py --dataset grocery-packages          # full: what RESULTS.md reports
     python benchmarks/fusion.py --dataset drug-vision --quick        # a few minutes
+    python benchmarks/fusion.py --dataset drug-vision --ocr rapidocr --views 2 --ocr-train-per-class 150
 
 Protocols (--protocol):
 - crossfit (default): both branches are trained on `train`; early stopping and fusion use the data set's `val`
@@ -63,6 +64,8 @@ def main() -> None:
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine"])
+    p.add_argument("--ocr-train-per-class", type=int, default=None,
+                   help="text branch trained on OCR of this many train images per class (default: all)")
     p.add_argument("--tag", default="", help="suffix for the output files (to keep several configurations)")
     p.add_argument("--protocol", choices=["crossfit", "holdout"], default="crossfit",
                    help="crossfit: branches fitted on train, fusion cross-fitted on the val split (plus the "
@@ -80,7 +83,8 @@ def main() -> None:
     groups = lookalike_groups() if set(classes) >= {"Bioflu", "Neozep"} else brand_groups(classes)
     clf = PillClassifier(backbone=args.backbone, freeze=args.freeze, ocr=args.ocr, image_size=args.image_size,
                          epochs=args.epochs, views=args.views, lr=args.lr, schedule=args.schedule,
-                         patience=args.epochs if args.schedule == "cosine" else 10, confusable_groups=groups)
+                         patience=args.epochs if args.schedule == "cosine" else 10, confusable_groups=groups,
+                         ocr_train_per_class=args.ocr_train_per_class)
     start = time.time()
     if args.protocol == "holdout":
         fit_idx, val_idx = stratified_split(train.labels, 0.3 if args.quick else 0.15, seed=0)

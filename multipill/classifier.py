@@ -17,7 +17,7 @@ from .backbones import DEFAULT_BACKBONE
 from .calibration import (apply_temperature, choose_threshold, expected_calibration_error, fit_temperature,
                           reliability_bins, risk_coverage)
 from .cards import WARNING, cards_lexicon, load_cards
-from .data import VAL_SPLITS, Samples, decode, load_splits, pick, stratified_split
+from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split
 from .explain import Explanation
 from .fusion import LogLinearFusion
 from .images import ImageInput, load_image
@@ -66,7 +66,7 @@ class PillClassifier:
                  batch_size: int = 32, patience: int = 10, seed: int = 0,
                  lexicon: Optional[dict[str, list[str]]] = None, cards: Optional[str | dict] = "seed",
                  target_accuracy: float = 0.99, abstain_threshold: Optional[float] = None,
-                 novelty_quantile: float = 0.99,
+                 novelty_quantile: float = 0.99, ocr_train_per_class: Optional[int] = None,
                  confusable_groups: Optional[list[list[str]]] = None, val_fraction: float = 0.15,
                  ocr_cache: Optional[str] = None, ocr_timeout: float = 60.0,
                  checkpoint_dir: Optional[str] = None, image_column: str = "image",
@@ -76,7 +76,7 @@ class PillClassifier:
         self.views, self.hflip, self.epochs, self.lr, self.schedule = views, hflip, epochs, lr, schedule
         self.batch_size, self.patience, self.seed, self.lexicon = batch_size, patience, seed, lexicon
         self.cards, self.target_accuracy, self.abstain_threshold = cards, target_accuracy, abstain_threshold
-        self.novelty_quantile = novelty_quantile
+        self.novelty_quantile, self.ocr_train_per_class = novelty_quantile, ocr_train_per_class
         self.confusable_groups, self.val_fraction = confusable_groups, val_fraction
         self.ocr_cache, self.ocr_timeout, self.checkpoint_dir = ocr_cache, ocr_timeout, checkpoint_dir
         self.image_column, self.label_column, self.progress = image_column, label_column, progress
@@ -147,9 +147,11 @@ class PillClassifier:
         img_lp, val_features = self._image_outputs(val_images)
         if self.fusion:
             reader = self._reader()
-            train_ocr = reader.read(images, "OCR train")
+            # OCR is the slow part: the text branch may learn from a seeded sample of each class
+            read = per_class(y, self.ocr_train_per_class, self.seed)
+            train_ocr = reader.read([images[i] for i in read], "OCR train")
             val_ocr = reader.read(val_images, "OCR validation")
-            self.text_.fit([r.text for r in train_ocr], y, classes)
+            self.text_.fit([r.text for r in train_ocr], y[read], classes)
             txt_lp, conf, has = self._text_features(val_ocr)
             self.fusion_.fit(img_lp, txt_lp, conf, has, vy)
         else:

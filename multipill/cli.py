@@ -38,6 +38,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ocr-cache", default=None)
+    p.add_argument("--ocr-train-per-class", type=int, default=None,
+                   help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.add_argument("--image-column", default="image")
     p.add_argument("--label-column", default="label")
 
@@ -52,7 +54,8 @@ def _classifier(args: argparse.Namespace, checkpoint_dir: Optional[str] = None):
                           target_accuracy=args.target_accuracy, abstain_threshold=args.abstain_threshold,
                           image_size=args.image_size, views=args.views, epochs=args.epochs,
                           lr=args.lr, batch_size=args.batch_size, patience=args.patience, seed=args.seed,
-                          ocr_cache=args.ocr_cache, checkpoint_dir=checkpoint_dir,
+                          ocr_cache=args.ocr_cache, ocr_train_per_class=args.ocr_train_per_class,
+                          checkpoint_dir=checkpoint_dir,
                           image_column=args.image_column, label_column=args.label_column)
 
 
@@ -194,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--out", default=None, help="file.csv or file.json")
     p.add_argument("--ocr-cache", default=None)
+    p.add_argument("--ocr-train-per-class", type=int, default=None,
+                   help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("explain", help="Grad-CAM heatmap + OCR boxes for one image, as a PNG overlay")
     p.add_argument("image")
@@ -201,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file")
     p.add_argument("--target", default=None, help="class to explain (default: the answer)")
     p.add_argument("--ocr-cache", default=None)
+    p.add_argument("--ocr-train-per-class", type=int, default=None,
+                   help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.set_defaults(func=cmd_explain)
     p = sub.add_parser("evaluate", help="image-only, text-only and fused reports on labelled data")
     p.add_argument("data")
@@ -210,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="JSON file for the full report")
     p.add_argument("--plots", default=None, help="folder for confusion, reliability and risk-coverage PNGs")
     p.add_argument("--ocr-cache", default=None)
+    p.add_argument("--ocr-train-per-class", type=int, default=None,
+                   help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -79,6 +79,16 @@ def load_splits(data: Any, image_column: str = "image", label_column: str = "lab
 
 def pick(splits: dict[str, Samples], names: Sequence[str]) -> Samples | None:
     return next((splits[n] for n in names if n in splits), None)
+
+
+def per_class(labels: Sequence, n: Optional[int], seed: int) -> np.ndarray:
+    """Sorted indices of at most n seeded-random items of each label (all of them when n is None)."""
+    labels = np.asarray(labels)
+    if n is None:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    idx = [i for c in sorted(set(labels.tolist())) for i in rng.permutation(np.flatnonzero(labels == c))[:n]]
+    return np.sort(np.asarray(idx, int))
 
 
 def stratified_split(labels: Sequence[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
