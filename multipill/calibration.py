@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.special import logsumexp
 
 from .text import log_softmax
 
@@ -59,8 +60,30 @@ def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> dict[str, list
             "threshold": np.asarray(confidence, float)[order].tolist()}
 
 
+def certainty(logp: np.ndarray) -> np.ndarray:
+    """-log(1 - top probability) in nats, from the other classes' log-probabilities.
+
+    Orders answers as the top probability does, but keeps saturated ones apart (1 - 1e-20 and 1 - 1e-9 both
+    round to 1.0): otherwise one confident mistake on validation ties with every sure answer and the
+    threshold has to refuse them all.
+    """
+    lp = np.asarray(logp, np.float64)
+    others = np.where(np.arange(lp.shape[1]) == lp.argmax(1)[:, None], -np.inf, lp)
+    with np.errstate(divide="ignore"):
+        return -logsumexp(others, axis=1)
+
+
+def to_certainty(probability: float) -> float:
+    """A top-probability threshold as a certainty threshold (probability >= 1: refuse everything)."""
+    return float(-np.log1p(-probability)) if probability < 1 else float("inf")
+
+
+def to_probability(certainty_nats: float) -> float:
+    return float(-np.expm1(-certainty_nats))
+
+
 def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_accuracy: float) -> float:
-    """Lowest confidence threshold whose answered cases reach `target_accuracy` on held-out data.
+    """Lowest threshold on a confidence score (probability or certainty) whose answered cases reach `target_accuracy` on held-out data.
 
     Ties are kept together (a threshold answers every case at or above it). When no threshold reaches
     the target, the result is just above the highest confidence, i.e. abstain on everything.
@@ -72,4 +95,4 @@ def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_accurac
     thresholds, risk = np.array(curve["threshold"]), np.array(curve["risk"])
     last_of_tie = np.r_[thresholds[1:] != thresholds[:-1], True]
     ok = np.flatnonzero(last_of_tie & (1 - risk >= target_accuracy - 1e-12))
-    return float(thresholds[ok[-1]]) if len(ok) else float(np.nextafter(conf.max(), 2.0))
+    return float(thresholds[ok[-1]]) if len(ok) else float(np.nextafter(conf.max(), np.inf))

@@ -14,8 +14,8 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .backbones import DEFAULT_BACKBONE
-from .calibration import (apply_temperature, choose_threshold, expected_calibration_error, fit_temperature,
-                          reliability_bins, risk_coverage)
+from .calibration import (apply_temperature, certainty, choose_threshold, expected_calibration_error,
+                          fit_temperature, reliability_bins, risk_coverage, to_certainty, to_probability)
 from .cards import WARNING, cards_lexicon, load_cards
 from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split
 from .explain import Explanation
@@ -175,9 +175,8 @@ class PillClassifier:
                               "text": fit_temperature(txt_lp[has_text], y[has_text]),
                               "fused": fit_temperature(fused_lp[fused_rows], y[fused_rows])}
         final = self._final(img_lp, fused_lp, has_text)
-        conf, correct = np.exp(final.max(1)), final.argmax(1) == y
-        self.threshold_ = (self.abstain_threshold if self.abstain_threshold is not None
-                           else choose_threshold(conf, correct, self.target_accuracy))
+        self.threshold_ = (to_certainty(self.abstain_threshold) if self.abstain_threshold is not None
+                           else choose_threshold(certainty(final), final.argmax(1) == y, self.target_accuracy))
         self.calibration_ = self._calibration_report(y, img_lp, txt_lp, fused_lp, has_text)
 
     def _final(self, img_lp: np.ndarray, fused_lp: np.ndarray, has_text: np.ndarray) -> np.ndarray:
@@ -227,7 +226,7 @@ class PillClassifier:
         fused = self.fusion_.predict_log_proba(img_lp, txt_lp, conf, has)  # image answer where fusion is off
         final = self._final(img_lp, fused, has)
         novelty = self.novelty_.score(features)
-        abstained = (np.exp(final.max(1)) < self.threshold_) | (novelty > self.novelty_.threshold_)
+        abstained = (certainty(final) < self.threshold_) | (novelty > self.novelty_.threshold_)
         return {"image": img_lp, "text": txt_lp, "fused": fused, "has_text": has, "ocr": ocr, "final": final,
                 "novelty": novelty, "abstained": abstained}
 
@@ -267,8 +266,9 @@ class PillClassifier:
             if out["novelty"][i] > self.novelty_.threshold_:
                 notes.append("abstained: the image is unlike every trained product (novelty "
                              f"{out['novelty'][i]:.3f} > {self.novelty_.threshold_:.3f})")
-            elif p[order[0]] < self.threshold_:
-                notes.append(f"abstained: confidence {p[order[0]]:.3f} is below the threshold {self.threshold_:.3f}")
+            elif out["abstained"][i]:
+                notes.append(f"abstained: confidence {p[order[0]]:.6g} is below the threshold "
+                             f"{to_probability(self.threshold_):.6g}")
             label = self.classes_[order[0]]
             card = self.cards_.get(label)
             preds.append(Prediction(
@@ -327,12 +327,12 @@ class PillClassifier:
 
     def _abstention_report(self, y: np.ndarray, out: dict[str, Any]) -> dict[str, Any]:
         """Coverage and accuracy on the answered cases at the model's threshold, and the whole curve."""
-        conf = np.exp(out["final"].max(1))
         correct = out["final"].argmax(1) == y
         answered = ~out["abstained"]
-        curve = risk_coverage(conf, correct)
+        curve = risk_coverage(certainty(out["final"]), correct)
         step = max(1, len(y) // 200)
-        return {"threshold": float(self.threshold_), "novelty_threshold": float(self.novelty_.threshold_),
+        return {"threshold": to_probability(self.threshold_), "certainty_threshold": float(self.threshold_),
+                "novelty_threshold": float(self.novelty_.threshold_),
                 "coverage": float(answered.mean()), "n_answered": int(answered.sum()),
                 "answered_accuracy": float(correct[answered].mean()) if answered.any() else None,
                 "abstained_as_novel": int((out["novelty"] > self.novelty_.threshold_).sum()),
@@ -354,7 +354,8 @@ class PillClassifier:
         config = {"multipill_version": __version__, "params": self.get_params(), "classes": self.classes_,
                   "ocr_settings": self._reader().engine.settings(), "text_branch": self.text_.config(),
                   "fusion_report": self.fusion_.report_, "image_history": self.image_.history_,
-                  "temperatures": self.temperatures_, "threshold": self.threshold_,
+                  "temperatures": self.temperatures_, "threshold": to_probability(self.threshold_),
+                  "certainty_threshold": self.threshold_,
                   "novelty": {"k": self.novelty_.k, "quantile": self.novelty_.quantile,
                               "threshold": self.novelty_.threshold_},
                   "calibration": self.calibration_}
@@ -384,7 +385,7 @@ class PillClassifier:
         clf.cards_ = load_cards(d / CARDS_FILE) if (d / CARDS_FILE).exists() else {}
         # models saved before calibration existed answer uncalibrated and never abstain until calibrate()
         clf.temperatures_ = config.get("temperatures", {"image": 1.0, "text": 1.0, "fused": 1.0})
-        clf.threshold_ = config.get("threshold", 0.0)
+        clf.threshold_ = config.get("certainty_threshold", to_certainty(config.get("threshold", 0.0)))
         clf.calibration_ = config.get("calibration", {})
         novelty = config.get("novelty", {"k": 5, "quantile": clf.novelty_quantile, "threshold": np.inf})
         clf.novelty_ = NearestNeighbourNovelty(novelty["k"], novelty["quantile"])

@@ -74,7 +74,7 @@ def format_table(result: dict) -> str:
         lines.append(f"calibration (answer): ECE {answer['ece_before']:.3f} before, {answer['ece_after']:.3f} "
                      "after temperature scaling")
     accuracy = "n/a" if a["answered_accuracy"] is None else f"{a['answered_accuracy']:.3f}"
-    lines.append(f"abstention at confidence >= {a['threshold']:.3f}: coverage {a['coverage']:.3f}, "
+    lines.append(f"abstention at confidence >= {a['threshold']:.6g}: coverage {a['coverage']:.3f}, "
                  f"accuracy on answered {accuracy} ({a['abstained_as_novel']} images flagged as unknown products)")
     return "\n".join(lines)
 

@@ -30,10 +30,14 @@ def test_fusion_quick(shared_data, tmp_path):
 def test_seed_table_quick(shared_data, tmp_path):
     _run("seed_table.py", tmp_path)
     results = json.loads((tmp_path / "seed_table_quick.json").read_text())["results"]
-    lite = results["EfficientNet-Lite0 frozen (multipill default)"]
+    lite_label = "EfficientNet-Lite0 frozen (multipill default)"
+    lite = results[lite_label]
     assert lite["status"] == "ran" and 0 <= lite["report"]["accuracy"] <= 1
     for label, r in results.items():  # hub-only backbones either ran with real weights or say why not
         assert r["status"] == "ran" or "cannot be reached" in r["reason"], label
+    _run("seed_table.py", tmp_path, "--only", "resnet50v2")  # one row again: the saved rows are kept
+    again = json.loads((tmp_path / "seed_table_quick.json").read_text())
+    assert set(again["results"]) == set(results) and lite["report"] == again["results"][lite_label]["report"]
 
 
 def test_ocr_engines_quick(shared_data, tmp_path):
@@ -51,9 +55,11 @@ def test_speed_quick(tmp_path):
 
 
 def test_best_model_quick(shared_data, tmp_path):
-    _run("best_model.py", tmp_path)
+    _run("best_model.py", tmp_path, "--ocr", "rapidocr")
     payload = json.loads((tmp_path / "best_model_quick.json").read_text())
-    assert 0 <= payload["report"]["accuracy"] <= 1 and "Bioflu" in payload["lookalike_table"]
+    assert set(payload["reports"]) == {"image", "fused"} and "Bioflu" in payload["lookalike_tables"]["fused"]
+    for r in payload["reports"].values():
+        assert 0 <= r["accuracy"] <= 1
     assert (tmp_path / "best_model_quick" / "multipill.json").exists()
 
 

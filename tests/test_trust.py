@@ -7,8 +7,8 @@ from PIL import Image
 
 from multipill import PillClassifier
 from multipill.backbones import list_backbones
-from multipill.calibration import (apply_temperature, choose_threshold, expected_calibration_error,
-                                   fit_temperature, risk_coverage)
+from multipill.calibration import (apply_temperature, certainty, choose_threshold, expected_calibration_error,
+                                   fit_temperature, risk_coverage, to_certainty, to_probability)
 from multipill.cards import WARNING, Fact, cards_lexicon, load_cards
 from multipill.cli import main
 from multipill.explain import pointing_game
@@ -48,6 +48,18 @@ def test_threshold_reaches_target_or_abstains_everything():
     assert curve["coverage"][-1] == 1.0 and curve["risk"][2] == 0.0
 
 
+def test_saturated_answers_still_rank_so_one_confident_mistake_does_not_refuse_all():
+    # three answers whose top probability rounds to 1.0; the mistake is the least sure of them
+    logits = np.array([[80.0, 0, 0], [60.0, 0, 0], [0, 45.0, 0], [3.0, 0, 0]])
+    logp, y = log_softmax(logits), np.array([0, 0, 0, 0])
+    assert (np.exp(logp.max(1))[:3] == 1.0).all()
+    sure = certainty(logp)
+    assert sure[0] > sure[1] > sure[2] > sure[3]
+    threshold = choose_threshold(sure, logp.argmax(1) == y, 1.0)
+    assert (sure >= threshold).tolist() == [True, True, False, False]
+    assert to_probability(to_certainty(0.9)) == pytest.approx(0.9) and to_certainty(1.01) == np.inf
+
+
 def test_novelty_flags_far_points():
     rng = np.random.default_rng(0)
     known = rng.normal(0, 1, (200, 16)) + 5
@@ -72,8 +84,7 @@ def test_seed_cards_have_sources_and_feed_the_lexicon():
 def test_calibrated_answer_and_threshold_from_validation(clf):
     v = clf.validation_
     final = clf._final(v["image"], v["fused_cv"], v["has_text"])
-    conf = np.exp(final.max(1))
-    answered = conf >= clf.threshold_
+    answered = certainty(final) >= clf.threshold_
     if answered.any():
         assert (final.argmax(1) == v["y"])[answered].mean() >= clf.target_accuracy
     rep = clf.calibration_
@@ -105,10 +116,11 @@ def test_user_threshold_and_recalibration(clf, packs, tmp_path):
     clf.save(tmp_path / "m")
     strict = PillClassifier.load(tmp_path / "m", abstain_threshold=1.01)
     strict.calibrate(packs, split="validation")
-    assert strict.threshold_ == 1.01
+    assert strict.threshold_ == np.inf
     assert all(p.abstained for p in strict.predict(sorted((packs / "test" / "Bioflu").glob("*.png"))[:3]))
-    auto = PillClassifier.load(tmp_path / "m", target_accuracy=0.5).calibrate(packs, split="validation")
-    assert auto.threshold_ <= clf.threshold_
+    lax, demanding = (PillClassifier.load(tmp_path / "m", target_accuracy=t).calibrate(packs, split="validation")
+                      for t in (0.5, 0.99))
+    assert lax.threshold_ <= demanding.threshold_
 
 
 def test_cards_round_trip_and_show_with_answers(clf, packs, tmp_path):
