@@ -4,7 +4,7 @@
     python benchmarks/best_model.py --quick          # 10 images per class, 2 epochs: checks the script only
     python benchmarks/best_model.py --ocr rapidocr --ocr-train-per-class 100   # + imprint text, fused
 
-EfficientNet-Lite0 (packaged ImageNet weights) with its last two stages and head conv unfrozen: the frozen
+EfficientNet-Lite0 (packaged ImageNet weights) with its last three stages and head conv unfrozen: the frozen
 stem is run once per augmented view and cached, so each epoch only recomputes what learns. Adam with a
 cosine schedule, so the fixed epoch budget ends converged. The Bioflu / Neozep / Decolgen confusions are
 reported on their own: they are the lookalikes the seed study could not separate.
@@ -28,7 +28,7 @@ def main() -> None:
     p.add_argument("--data", default=str(SHARED / "drug-vision"))
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--freeze", default="partial")
-    p.add_argument("--unfreeze-stages", type=int, default=2)
+    p.add_argument("--unfreeze-stages", type=int, default=3)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--views", type=int, default=2)
     p.add_argument("--epochs", type=int, default=10)
