@@ -76,5 +76,6 @@ def main() -> None:
     write_json(out, tag, {"args": vars(args), "fit_seconds": seconds, "reports": reports, "table": table,
                           "fusion": clf.fusion_.report_, "lookalike_tables": lookalike, "saved_to": str(save_dir)})
 
+
 if __name__ == "__main__":
     main()

@@ -2,7 +2,7 @@
 
     python benchmarks/fusion.py --dataset grocery-packages          # full: what RESULTS.md reports
     python benchmarks/fusion.py --dataset drug-vision --quick        # a few minutes
-    python benchmarks/fusion.py --dataset drug-vision --ocr rapidocr --views 2 --ocr-train-per-class 150
+    python benchmarks/fusion.py --dataset drug-vision --ocr rapidocr --views 2 --ocr-train-per-class 100
 
 Protocols (--protocol):
 - crossfit (default): both branches are trained on `train`; early stopping and fusion use the data set's `val`

@@ -79,11 +79,12 @@ def to_certainty(probability: float) -> float:
 
 
 def to_probability(certainty_nats: float) -> float:
+    """A certainty threshold back as the top probability it stands for (what people read)."""
     return float(-np.expm1(-certainty_nats))
 
 
 def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_accuracy: float) -> float:
-    """Lowest threshold on a confidence score (probability or certainty) whose answered cases reach `target_accuracy` on held-out data.
+    """Lowest threshold on a confidence score (probability or certainty) reaching `target_accuracy` held out.
 
     Ties are kept together (a threshold answers every case at or above it). When no threshold reaches
     the target, the result is just above the highest confidence, i.e. abstain on everything.

@@ -226,9 +226,10 @@ class PillClassifier:
         fused = self.fusion_.predict_log_proba(img_lp, txt_lp, conf, has)  # image answer where fusion is off
         final = self._final(img_lp, fused, has)
         novelty = self.novelty_.score(features)
-        abstained = (certainty(final) < self.threshold_) | (novelty > self.novelty_.threshold_)
+        sure = certainty(final)
+        abstained = (sure < self.threshold_) | (novelty > self.novelty_.threshold_)
         return {"image": img_lp, "text": txt_lp, "fused": fused, "has_text": has, "ocr": ocr, "final": final,
-                "novelty": novelty, "abstained": abstained}
+                "certainty": sure, "novelty": novelty, "abstained": abstained}
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "image_"):
@@ -329,7 +330,7 @@ class PillClassifier:
         """Coverage and accuracy on the answered cases at the model's threshold, and the whole curve."""
         correct = out["final"].argmax(1) == y
         answered = ~out["abstained"]
-        curve = risk_coverage(certainty(out["final"]), correct)
+        curve = risk_coverage(out["certainty"], correct)
         step = max(1, len(y) // 200)
         return {"threshold": to_probability(self.threshold_), "certainty_threshold": float(self.threshold_),
                 "novelty_threshold": float(self.novelty_.threshold_),
