@@ -54,8 +54,7 @@ def main() -> None:
     groups = lookalike_groups()
     reports = {"image": branch_report(v["y"], v["image"], clf.classes_, groups)}
     if clf.fusion:
-        reports["fused"] = branch_report(v["y"], v["fused_cv"] if clf.fusion_.active else v["image"], clf.classes_,
-                                          groups)
+        reports["fused"] = branch_report(v["y"], v["answer"], clf.classes_, groups)
     tag = "best_model" + ("_quick" if args.quick else "")
     answer = reports.get("fused", reports["image"])
     confusion_png(answer["confusion_matrix"], clf.classes_, out / f"{tag}_confusion.png", "best drug-vision model")

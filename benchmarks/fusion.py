@@ -99,8 +99,7 @@ def main() -> None:
         v = clf.validation_
         result = {"classes": clf.classes_, "n": len(v["y"]), "with_text": int(v["has_text"].sum()),
                   "fusion": clf.fusion_.report_, "y_true": v["y"].tolist()}
-        deployed = "fused_cv" if clf.fusion_.active else "image"  # what the saved model would answer
-        for branch, key in (("image", "image"), ("text", "text"), ("fused", deployed)):
+        for branch, key in (("image", "image"), ("text", "text"), ("fused", "answer")):
             result[branch] = branch_report(v["y"], v[key], clf.classes_, groups)
     y = np.asarray(result["y_true"])
     rows, scores, intervals = [], {}, {}

@@ -32,6 +32,9 @@ def test_fused_beats_image_only_on_lookalikes(fused, image_only, packs):
     assert group["errors_within_group"] < i["image"]["groups"][0]["errors_within_group"]
     # the fused model's image branch is the image-only baseline: same seed, same training
     assert f["image"]["accuracy"] == i["image"]["accuracy"]
+    # the held-out "answer" is what each model deploys: fused out-of-fold here, the image branch there
+    assert fused.validation_["answer"] is fused.validation_["fused_cv"]
+    assert image_only.validation_["answer"] is image_only.validation_["image"]
     for key in ("per_class", "macro", "weighted", "confusion_matrix"):
         assert key in f["fused"] and key in f["text"]
 
