@@ -10,6 +10,7 @@ shown as the seed's configuration. `--weights-dir` may hold `<backbone>.safetens
 """
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -83,11 +84,17 @@ def main() -> None:
         results[label] = {"status": "ran", "backbone": backbone, "freeze": freeze, "fit_seconds": seconds,
                           "epochs_run": len(clf.image_.history_), "epoch_cap": epochs, "args": vars(args),
                           "report": r, "seed_test_accuracy": seed_acc}
+        save(out, name, args, results)  # after every row: an interrupted run keeps the rows it finished
+    print(save(out, name, args, results))
+
+
+def save(out: Path, name: str, args: argparse.Namespace, results: dict) -> str:
+    """Rebuild the table from every saved row and write the JSON; returns the table."""
     rows = [table_row(label, results[label], seed_acc) for label, _, _, seed_acc in CONFIGS if label in results]
     table = markdown_table(["configuration", "val accuracy", "val loss", "macro F1", "train minutes",
                             "epochs", "seed's test accuracy"], rows)
-    print(table)
     write_json(out, name, {"args": vars(args), "table": table, "results": results})
+    return table
 
 
 if __name__ == "__main__":

@@ -158,11 +158,12 @@ class PillClassifier:
             self.text_.fit([], np.array([], int), classes)
             self.fusion_.off("fusion=False")
             txt_lp, has = self.text_.predict_log_proba([""] * len(vy)), np.zeros(len(vy), bool)
+            conf = np.zeros(len(vy))
         # held-out diagnostics: each branch on the validation images, fusion cross-fitted on them, and
         # "answer": what the fitted model would answer (fused out-of-fold if fusion stayed on, else image)
         fused_cv = self.fusion_.oof_ if self.fusion else img_lp
         self.validation_ = {"y": vy, "image": img_lp, "text": txt_lp, "fused_cv": fused_cv, "has_text": has,
-                            "answer": fused_cv if self.fusion_.active else img_lp}
+                            "text_confidence": conf, "answer": fused_cv if self.fusion_.active else img_lp}
         self._calibrate(vy, img_lp, txt_lp, fused_cv, has)
         reference = [i for c in range(len(classes)) for i in np.flatnonzero(y == c)[:REFERENCE_PER_CLASS]]
         self.novelty_ = NearestNeighbourNovelty(quantile=self.novelty_quantile).fit(
