@@ -100,8 +100,9 @@ def main() -> None:
         result = {"classes": clf.classes_, "n": len(v["y"]), "with_text": int(v["has_text"].sum()),
                   "fusion": clf.fusion_.report_, "y_true": v["y"].tolist(),
                   # per-image held-out outputs, so other fusion rules can be studied without refitting
-                  "held_out": {k: np.round(v[k], 5).tolist() for k in
-                               ("image", "text", "fused_cv", "has_text", "text_confidence")}}
+                  "held_out": {"has_text": v["has_text"].tolist(),
+                               **{k: np.round(v[k], 5).tolist() for k in ("image", "text", "fused_cv",
+                                                                          "text_confidence")}}}
         for branch, key in (("image", "image"), ("text", "text"), ("fused", "answer")):
             result[branch] = branch_report(v["y"], v[key], clf.classes_, groups)
     y = np.asarray(result["y_true"])

@@ -24,6 +24,9 @@ def test_fusion_quick(shared_data, tmp_path):
         assert lo <= result[branch]["accuracy"] <= hi
     assert result["fused"]["accuracy"] >= result["image"]["accuracy"] or result["fusion"]["decision"].startswith(
         "image-only")
+    held = result["held_out"]  # per-image outputs for studying other fusion rules offline
+    assert len(held["has_text"]) == len(result["y_true"]) == len(held["image"]) == len(held["text_confidence"])
+    assert len(held["fused_cv"][0]) == len(result["classes"])
     assert (tmp_path / "fusion_grocery-packages_crossfit_quick.png").exists()
 
 
