@@ -4,7 +4,7 @@ import shutil
 import subprocess
 import sys
 
-from multipill.cli import main
+from multipill.cli import format_table, main
 
 
 def test_train_predict_evaluate(packs, tmp_path, capsys):
@@ -52,3 +52,13 @@ def test_demo_quick_runs_offline_as_module(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["fused"]["fused"]["accuracy"] > results["image-only"]["image"]["accuracy"]
     assert (tmp_path / "branches.png").stat().st_size > 1000
+
+
+def test_table_explains_when_every_answer_is_withheld():
+    branch = {"accuracy": 0.9, "macro": {"f1": 0.9}, "groups": []}
+    result = {"image": branch, "n": 10, "with_text": 0, "fusion": {"decision": "image-only"}, "calibration": {},
+              "abstention": {"threshold": 1.0, "coverage": 0.0, "answered_accuracy": None,
+                             "abstained_as_novel": 0}}
+    assert "every answer withheld" in format_table(result)
+    result["abstention"].update(coverage=0.5, answered_accuracy=1.0)
+    assert "withheld" not in format_table(result)
