@@ -77,8 +77,9 @@ def format_table(result: dict) -> str:
     lines.append(f"abstention at confidence >= {a['threshold']:.6g}: coverage {a['coverage']:.3f}, "
                  f"accuracy on answered {accuracy} ({a['abstained_as_novel']} images flagged as unknown products)")
     if a["coverage"] == 0:
-        lines.append("  every answer withheld: on the validation data no confidence threshold reached "
-                     "target_accuracy; add validation images or lower target_accuracy")
+        lines.append("  every answer withheld: below the threshold or unknown (a chosen threshold is this high when "
+                     "no threshold reached target_accuracy on validation); add validation images or lower "
+                     "target_accuracy")
     return "\n".join(lines)
 
 
