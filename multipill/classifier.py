@@ -178,9 +178,31 @@ class PillClassifier:
                               "text": fit_temperature(txt_lp[has_text], y[has_text]),
                               "fused": fit_temperature(fused_lp[fused_rows], y[fused_rows])}
         final = self._final(img_lp, fused_lp, has_text)
+        sure, correct = certainty(final), final.argmax(1) == y
         self.threshold_ = (to_certainty(self.abstain_threshold) if self.abstain_threshold is not None
-                           else choose_threshold(certainty(final), final.argmax(1) == y, self.target_accuracy))
+                           else choose_threshold(sure, correct, self.target_accuracy))
         self.calibration_ = self._calibration_report(y, img_lp, txt_lp, fused_lp, has_text)
+        self.calibration_["threshold"] = self._threshold_report(sure, correct)
+
+    def _threshold_report(self, sure: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
+        """Where the threshold came from and what it answers on validation; warns when it answers nothing."""
+        answered = sure >= self.threshold_
+        report: dict[str, Any] = {"chosen_by": "target_accuracy" if self.abstain_threshold is None
+                                  else "abstain_threshold", "validation_n": int(len(sure)),
+                                  "validation_coverage": float(answered.mean()) if len(sure) else 0.0,
+                                  "withhold_all_reason": None}
+        if len(sure) and not answered.any():
+            if self.abstain_threshold is None:
+                best = 1 - min(risk_coverage(sure, correct)["risk"])
+                reason = (f"no confidence threshold reached target_accuracy={self.target_accuracy} on the "
+                          f"{len(sure)} validation images (best accuracy at any coverage {best:.3f}); add "
+                          "validation images or lower target_accuracy")
+            else:
+                reason = (f"abstain_threshold={self.abstain_threshold} is above the confidence of every one of "
+                          f"the {len(sure)} validation answers; lower it")
+            report["withhold_all_reason"] = reason
+            warnings.warn(f"this model will withhold every answer: {reason}")
+        return report
 
     def _final(self, img_lp: np.ndarray, fused_lp: np.ndarray, has_text: np.ndarray) -> np.ndarray:
         """The answer's calibrated log-probabilities: fused where text was used, else the image branch."""
@@ -340,6 +362,7 @@ class PillClassifier:
                 "coverage": float(answered.mean()), "n_answered": int(answered.sum()),
                 "answered_accuracy": float(correct[answered].mean()) if answered.any() else None,
                 "abstained_as_novel": int((out["novelty"] > self.novelty_.threshold_).sum()),
+                "withhold_all_reason": self.calibration_.get("threshold", {}).get("withhold_all_reason"),
                 "risk_coverage": {k: v[::step] for k, v in curve.items()}}
 
     # ----- persistence ----------------------------------------------------------------------------

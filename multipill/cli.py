@@ -77,9 +77,9 @@ def format_table(result: dict) -> str:
     lines.append(f"abstention at confidence >= {a['threshold']:.6g}: coverage {a['coverage']:.3f}, "
                  f"accuracy on answered {accuracy} ({a['abstained_as_novel']} images flagged as unknown products)")
     if a["coverage"] == 0:
-        lines.append("  every answer withheld: below the threshold or unknown (a chosen threshold is this high when "
-                     "no threshold reached target_accuracy on validation); add validation images or lower "
-                     "target_accuracy")
+        why = ("every image was flagged as an unknown product" if a["abstained_as_novel"] == result["n"]
+               else a.get("withhold_all_reason") or "no answer reached the confidence threshold")
+        lines.append(f"  every answer withheld: {why}")
     return "\n".join(lines)
 
 

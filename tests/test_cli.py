@@ -59,6 +59,10 @@ def test_table_explains_when_every_answer_is_withheld():
     result = {"image": branch, "n": 10, "with_text": 0, "fusion": {"decision": "image-only"}, "calibration": {},
               "abstention": {"threshold": 1.0, "coverage": 0.0, "answered_accuracy": None,
                              "abstained_as_novel": 0}}
-    assert "every answer withheld" in format_table(result)
+    assert "every answer withheld: no answer reached the confidence threshold" in format_table(result)
+    result["abstention"]["withhold_all_reason"] = "no confidence threshold reached target_accuracy=0.99"
+    assert "withheld: no confidence threshold reached target_accuracy=0.99" in format_table(result)
+    result["abstention"]["abstained_as_novel"] = 10
+    assert "withheld: every image was flagged as an unknown product" in format_table(result)
     result["abstention"].update(coverage=0.5, answered_accuracy=1.0)
     assert "withheld" not in format_table(result)

@@ -10,7 +10,7 @@ from multipill.backbones import list_backbones
 from multipill.calibration import (apply_temperature, certainty, choose_threshold, expected_calibration_error,
                                    fit_temperature, risk_coverage, to_certainty, to_probability)
 from multipill.cards import WARNING, Fact, cards_lexicon, load_cards
-from multipill.cli import main
+from multipill.cli import format_table, main
 from multipill.explain import pointing_game
 from multipill.novelty import NearestNeighbourNovelty
 from multipill.products import SEED_PRODUCTS
@@ -115,12 +115,26 @@ def test_evaluate_reports_calibration_and_abstention(clf, packs):
 def test_user_threshold_and_recalibration(clf, packs, tmp_path):
     clf.save(tmp_path / "m")
     strict = PillClassifier.load(tmp_path / "m", abstain_threshold=1.01)
-    strict.calibrate(packs, split="validation")
+    with pytest.warns(UserWarning, match="withhold every answer: abstain_threshold=1.01"):
+        strict.calibrate(packs, split="validation")
     assert strict.threshold_ == np.inf
     assert all(p.abstained for p in strict.predict(sorted((packs / "test" / "Bioflu").glob("*.png"))[:3]))
     lax, demanding = (PillClassifier.load(tmp_path / "m", target_accuracy=t).calibrate(packs, split="validation")
                       for t in (0.5, 0.99))
     assert lax.threshold_ <= demanding.threshold_
+    assert lax.calibration_["threshold"]["validation_coverage"] > 0
+    assert lax.calibration_["threshold"]["withhold_all_reason"] is None
+
+
+def test_unreachable_target_is_recorded_and_explained(clf, packs, tmp_path):
+    clf.save(tmp_path / "m")
+    with pytest.warns(UserWarning, match="no confidence threshold reached target_accuracy=1.01"):
+        unreachable = PillClassifier.load(tmp_path / "m", target_accuracy=1.01).calibrate(packs, split="validation")
+    recorded = unreachable.calibration_["threshold"]
+    assert recorded["chosen_by"] == "target_accuracy" and recorded["validation_coverage"] == 0
+    reloaded = PillClassifier.load(unreachable.save(tmp_path / "u"))
+    table = format_table(reloaded.evaluate(packs, split="test"))
+    assert f"every answer withheld: {recorded['withhold_all_reason']}" in table
 
 
 def test_cards_round_trip_and_show_with_answers(clf, packs, tmp_path):
