@@ -59,6 +59,8 @@ def main() -> None:
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--freeze", default="frozen")
     p.add_argument("--ocr", default="easyocr")
+    p.add_argument("--ocr-enlarge-to", type=int, default=None,
+                   help="OCR also reads an enlarged copy of photos whose shorter side is below this")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--views", type=int, default=4)
@@ -84,7 +86,8 @@ def main() -> None:
     clf = PillClassifier(backbone=args.backbone, freeze=args.freeze, ocr=args.ocr, image_size=args.image_size,
                          epochs=args.epochs, views=args.views, lr=args.lr, schedule=args.schedule,
                          patience=args.epochs if args.schedule == "cosine" else 10, confusable_groups=groups,
-                         ocr_train_per_class=args.ocr_train_per_class)
+                         ocr_train_per_class=args.ocr_train_per_class,
+                         ocr_options={"enlarge_to": args.ocr_enlarge_to} if args.ocr_enlarge_to else None)
     start = time.time()
     if args.protocol == "holdout":
         fit_idx, val_idx = stratified_split(train.labels, 0.3 if args.quick else 0.15, seed=0)

@@ -69,6 +69,7 @@ class PillClassifier:
                  novelty_quantile: float = 0.99, ocr_train_per_class: Optional[int] = None,
                  confusable_groups: Optional[list[list[str]]] = None, val_fraction: float = 0.15,
                  ocr_cache: Optional[str] = None, ocr_timeout: float = 60.0,
+                 ocr_options: Optional[dict[str, Any]] = None,
                  checkpoint_dir: Optional[str] = None, image_column: str = "image",
                  label_column: str = "label", progress: bool = True):
         self.backbone, self.freeze, self.ocr, self.text, self.fusion = backbone, freeze, ocr, text, fusion
@@ -79,6 +80,7 @@ class PillClassifier:
         self.novelty_quantile, self.ocr_train_per_class = novelty_quantile, ocr_train_per_class
         self.confusable_groups, self.val_fraction = confusable_groups, val_fraction
         self.ocr_cache, self.ocr_timeout, self.checkpoint_dir = ocr_cache, ocr_timeout, checkpoint_dir
+        self.ocr_options = ocr_options
         self.image_column, self.label_column, self.progress = image_column, label_column, progress
 
     def get_params(self) -> dict[str, Any]:
@@ -99,11 +101,13 @@ class PillClassifier:
         return lexicon or None
 
     def _reader(self) -> OCRReader:
-        """The OCR reader for the current settings; rebuilt when ocr, ocr_cache or ocr_timeout change."""
-        key = (self.ocr if self.fusion else "none", self.ocr_cache, self.ocr_timeout)
+        """The OCR reader for the current settings; rebuilt when an OCR parameter (engine, options, cache) changes."""
+        engine_key = (self.ocr, json.dumps(self.ocr_options or {}, sort_keys=True)) if self.fusion else ("none",)
+        key = (engine_key, self.ocr_cache, self.ocr_timeout)
         if getattr(self, "_reader_key", None) != key:
-            same_engine = getattr(self, "_reader_key", (None,))[0] == key[0]
-            engine = self._ocr_reader.engine if same_engine else create_ocr(key[0])
+            same_engine = getattr(self, "_reader_key", (None,))[0] == engine_key
+            engine = (self._ocr_reader.engine if same_engine
+                      else create_ocr(self.ocr, **(self.ocr_options or {})) if self.fusion else create_ocr("none"))
             self._ocr_reader = OCRReader(engine, self.ocr_cache, self.ocr_timeout, self.progress)
             self._reader_key = key
         return self._ocr_reader

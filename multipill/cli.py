@@ -38,6 +38,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ocr-cache", default=None)
+    p.add_argument("--ocr-enlarge-to", type=int, default=None,
+                   help="also read an enlarged copy of photos whose shorter side is below this many pixels")
     p.add_argument("--ocr-train-per-class", type=int, default=None,
                    help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.add_argument("--image-column", default="image")
@@ -55,6 +57,7 @@ def _classifier(args: argparse.Namespace, checkpoint_dir: Optional[str] = None):
                           image_size=args.image_size, views=args.views, epochs=args.epochs,
                           lr=args.lr, batch_size=args.batch_size, patience=args.patience, seed=args.seed,
                           ocr_cache=args.ocr_cache, ocr_train_per_class=args.ocr_train_per_class,
+                          ocr_options={"enlarge_to": args.ocr_enlarge_to} if args.ocr_enlarge_to else None,
                           checkpoint_dir=checkpoint_dir,
                           image_column=args.image_column, label_column=args.label_column)
 

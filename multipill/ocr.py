@@ -52,7 +52,12 @@ class OCRResult:
 
 
 class OCREngine:
-    """Base engine: `read(image)` returns pieces above `min_confidence`, trying rotations if none are sure."""
+    """Base engine: `read(image)` returns pieces above `min_confidence`, trying rotations if none are sure.
+
+    `enlarge_to` (shorter side in pixels) adds a second reading of an enlarged copy of photos smaller than
+    that, and keeps the pieces of both: small print on small photos is read better enlarged, large print
+    better as it is.
+    """
 
     name = "base"
     _model_attrs: tuple[str, ...] = ()
@@ -61,18 +66,34 @@ class OCREngine:
         """Loaded models stay behind when pickled to worker processes; each worker loads its own."""
         return {k: (None if k in self._model_attrs else v) for k, v in self.__dict__.items()}
 
-    def __init__(self, min_confidence: float = 0.3, max_side: int = 1024, rotate: bool = True):
+    def __init__(self, min_confidence: float = 0.3, max_side: int = 1024, rotate: bool = True,
+                 enlarge_to: Optional[int] = None):
         self.min_confidence, self.max_side, self.rotate = min_confidence, max_side, rotate
+        self.enlarge_to = enlarge_to
 
     def settings(self) -> dict:
         """Everything that changes what is read: part of the cache key and saved with models."""
-        return {"engine": self.name, "min_confidence": self.min_confidence, "max_side": self.max_side,
-                "rotate": self.rotate}
+        out = {"engine": self.name, "min_confidence": self.min_confidence, "max_side": self.max_side,
+               "rotate": self.rotate}
+        if self.enlarge_to:  # only when set, so readings cached before the option existed stay valid
+            out["enlarge_to"] = self.enlarge_to
+        return out
 
     def _read(self, rgb: np.ndarray) -> list[TextPiece]:
         raise NotImplementedError
 
     def read(self, image: Image.Image) -> list[TextPiece]:
+        pieces = self._read_upright(image)
+        if self.enlarge_to and min(image.size) < self.enlarge_to:
+            factor = self.enlarge_to / min(image.size)
+            big = image.resize((round(image.width * factor), round(image.height * factor)), Image.LANCZOS)
+            for p in self._read_upright(big):
+                p.box = [[x / factor, y / factor] for x, y in p.box]
+                pieces.append(p)
+        return pieces
+
+    def _read_upright(self, image: Image.Image) -> list[TextPiece]:
+        """One reading, in the orientation that reads best, boxes in `image`'s pixels."""
         img = image.copy()
         img.thumbnail((self.max_side, self.max_side))
         scale = image.width / img.width

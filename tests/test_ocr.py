@@ -112,3 +112,33 @@ def test_cache_is_safe_under_datasets_map_num_proc(tmp_path, packs):
     assert len(list(tmp_path.rglob("*.json"))) == len(ds) and not list(tmp_path.rglob("*.tmp"))
     again = ds.map(reader.map_function(), batched=True, batch_size=4, num_proc=2)
     assert again["ocr_text"] == out["ocr_text"]
+
+
+class Shape(OCREngine):
+    """Reads the size of the pixels it is given, as one box around all of them."""
+
+    name = "shape"
+
+    def _read(self, rgb):
+        h, w = rgb.shape[:2]
+        return [TextPiece(f"{w}x{h}", [[0, 0], [w, 0], [w, h], [0, h]], 0.9)]
+
+
+def test_enlarge_to_adds_a_reading_of_an_enlarged_copy_with_boxes_in_original_pixels(tmp_path):
+    small = Image.new("RGB", (40, 50), "white")
+    pieces = Shape(rotate=False, enlarge_to=100).read(small)
+    assert [p.text for p in pieces] == ["40x50", "100x125"]
+    assert np.allclose(pieces[1].box, [[0, 0], [40, 0], [40, 50], [0, 50]])
+    assert [p.text for p in Shape(rotate=False, enlarge_to=40).read(small)] == ["40x50"]  # not smaller: once
+    assert "enlarge_to" not in Shape().settings() and Shape(enlarge_to=100).settings()["enlarge_to"] == 100
+    plain, enlarged = (OCRReader(e, cache_dir=tmp_path, progress=False) for e in (Shape(), Shape(enlarge_to=100)))
+    assert plain.read_one(small).text == "40x50" and enlarged.read_one(small).text == "40x50 100x125"
+
+
+def test_classifier_passes_ocr_options_to_its_engine():
+    from multipill import PillClassifier
+    register_ocr("shape", Shape)
+    clf = PillClassifier(ocr="shape", ocr_options={"enlarge_to": 64}, progress=False)
+    assert clf._reader().engine.enlarge_to == 64 and clf.get_params()["ocr_options"] == {"enlarge_to": 64}
+    clf.ocr_options = None
+    assert clf._reader().engine.enlarge_to is None
