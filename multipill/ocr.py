@@ -68,6 +68,9 @@ class OCREngine:
 
     def __init__(self, min_confidence: float = 0.3, max_side: int = 1024, rotate: bool = True,
                  enlarge_to: Optional[int] = None):
+        if enlarge_to and enlarge_to > max_side:
+            raise ValueError(f"enlarge_to={enlarge_to} exceeds max_side={max_side}: the enlarged copy would be "
+                             "shrunk back before reading; raise max_side too")
         self.min_confidence, self.max_side, self.rotate = min_confidence, max_side, rotate
         self.enlarge_to = enlarge_to
 

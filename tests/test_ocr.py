@@ -131,6 +131,8 @@ def test_enlarge_to_adds_a_reading_of_an_enlarged_copy_with_boxes_in_original_pi
     assert np.allclose(pieces[1].box, [[0, 0], [40, 0], [40, 50], [0, 50]])
     assert [p.text for p in Shape(rotate=False, enlarge_to=40).read(small)] == ["40x50"]  # not smaller: once
     assert "enlarge_to" not in Shape().settings() and Shape(enlarge_to=100).settings()["enlarge_to"] == 100
+    with pytest.raises(ValueError, match="raise max_side"):
+        Shape(enlarge_to=2000)
     plain, enlarged = (OCRReader(e, cache_dir=tmp_path, progress=False) for e in (Shape(), Shape(enlarge_to=100)))
     assert plain.read_one(small).text == "40x50" and enlarged.read_one(small).text == "40x50 100x125"
 
