@@ -102,12 +102,12 @@ class PillClassifier:
 
     def _reader(self) -> OCRReader:
         """The OCR reader for the current settings; rebuilt when an OCR parameter (engine, options, cache) changes."""
-        engine_key = (self.ocr, json.dumps(self.ocr_options or {}, sort_keys=True)) if self.fusion else ("none",)
+        name, options = (self.ocr, self.ocr_options or {}) if self.fusion else ("none", {})
+        engine_key = (name, json.dumps(options, sort_keys=True))
         key = (engine_key, self.ocr_cache, self.ocr_timeout)
         if getattr(self, "_reader_key", None) != key:
             same_engine = getattr(self, "_reader_key", (None,))[0] == engine_key
-            engine = (self._ocr_reader.engine if same_engine
-                      else create_ocr(self.ocr, **(self.ocr_options or {})) if self.fusion else create_ocr("none"))
+            engine = self._ocr_reader.engine if same_engine else create_ocr(name, **options)
             self._ocr_reader = OCRReader(engine, self.ocr_cache, self.ocr_timeout, self.progress)
             self._reader_key = key
         return self._ocr_reader
