@@ -65,7 +65,7 @@ class EasyOCRDefaults:
 
 
 class Multipill:
-    """An engine as multipill runs it (rotation retries, confidence floor, size bound)."""
+    """An engine as multipill runs it (its rotation handling, confidence floor, size bound)."""
 
     def __init__(self, name: str):
         self.engine = create_ocr(name)

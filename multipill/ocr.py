@@ -61,6 +61,7 @@ class OCREngine:
 
     name = "base"
     _model_attrs: tuple[str, ...] = ()
+    rotates_boxes = False  # True when the engine itself reads each text box in every orientation
 
     def __getstate__(self) -> dict:
         """Loaded models stay behind when pickled to worker processes; each worker loads its own."""
@@ -102,8 +103,8 @@ class OCREngine:
         scale = image.width / img.width
         rgb = np.asarray(img)
         pieces = self._read(rgb)
-        if self.rotate and _score(pieces) < 0.5:
-            for angle in ROTATIONS:  # packs held sideways or upside down
+        if self.rotate and not self.rotates_boxes and _score(pieces) < 0.5:
+            for angle in ROTATIONS:  # packs held sideways or upside down: read the whole photo turned
                 turned = _unrotate_boxes(self._read(np.ascontiguousarray(np.rot90(rgb, angle // 90))),
                                          angle, rgb.shape[1], rgb.shape[0])
                 if _score(turned) > _score(pieces):
@@ -142,10 +143,16 @@ class NoOCR(OCREngine):
 
 
 class EasyOCREngine(OCREngine):
-    """easyocr with the packaged English models and downloads disabled (the default engine)."""
+    """easyocr with the packaged English models and downloads disabled (the default engine).
+
+    Rotation is per text box (easyocr's `rotation_info`): one detection pass, each box recognised in four
+    orientations. Whole-photo retries cost three more detections and replaced every upright box whenever a
+    turned reading scored higher, which lost printed names (benchmarks/RESULTS.md, OCR engines).
+    """
 
     name = "easyocr"
     _model_attrs = ("_reader",)
+    rotates_boxes = True
 
     def __init__(self, languages: Sequence[str] = ("en",), model_dir: Optional[str] = None,
                  download: bool = False, **kw):
@@ -154,7 +161,7 @@ class EasyOCREngine(OCREngine):
         self._reader = None
 
     def settings(self) -> dict:
-        return {**super().settings(), "languages": self.languages}
+        return {**super().settings(), "languages": self.languages, "rotation": "per-box"}
 
     def _reader_(self):
         if self._reader is None:
@@ -175,7 +182,7 @@ class EasyOCREngine(OCREngine):
         return self._reader
 
     def _read(self, rgb: np.ndarray) -> list[TextPiece]:
-        out = self._reader_().readtext(rgb)
+        out = self._reader_().readtext(rgb, rotation_info=list(ROTATIONS) if self.rotate else None)
         return [TextPiece(str(t), [[float(x), float(y)] for x, y in box], float(c)) for box, t, c in out]
 
 
