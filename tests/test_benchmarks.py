@@ -55,6 +55,7 @@ def test_speed_quick(tmp_path):
     results = json.loads((tmp_path / "speed_quick.json").read_text())["results"]
     assert set(results["training"]) == {"frozen", "partial", "full"}
     assert all(r["images_per_s"] > 0 and r["p90_s"] >= r["median_s"] for r in results["predict"].values())
+    assert {f"fused ({e}) batch {b}" for e in ("easyocr", "rapidocr") for b in (1, 8)} <= set(results["predict"])
 
 
 def test_best_model_quick(shared_data, tmp_path):
