@@ -80,6 +80,33 @@ def test_engine_failure_and_timeout_never_raise(tmp_path):
     assert not list(tmp_path.rglob("*.json"))  # failures are retried next time, not cached
 
 
+class Unsure(OCREngine):
+    """Reads one short, unsure line: the case that makes an engine try other orientations."""
+
+    name = "unsure"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls = 0
+
+    def _read(self, rgb):
+        self.calls += 1
+        return [TextPiece("ab", [[0, 0], [5, 0], [5, 5], [0, 5]], 0.4)]
+
+
+class UnsureRotatingBoxes(Unsure):
+    rotates_boxes = True
+
+
+def test_whole_photo_rotation_only_for_engines_that_do_not_rotate_boxes():
+    img = Image.new("RGB", (20, 10), "white")
+    turning, per_box = Unsure(), UnsureRotatingBoxes()
+    assert turning.read(img) and per_box.read(img)
+    assert turning.calls == 4 and per_box.calls == 1
+    assert create_ocr("easyocr").rotates_boxes and not create_ocr("rapidocr").rotates_boxes
+    assert create_ocr("easyocr").settings()["rotation"] == "per-box"  # new reading, new cache key
+
+
 def test_registry():
     assert {"easyocr", "rapidocr", "none"} <= set(list_ocr())
     register_ocr("counting", Counting)
