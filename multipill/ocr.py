@@ -213,7 +213,7 @@ class _PaddleEngine(OCREngine):
 
 
 class RapidOCREngine(_PaddleEngine):
-    """PP-OCR models shipped inside rapidocr-onnxruntime: 5-8x faster than easyocr on CPU (benchmarks/RESULTS.md)."""
+    """PP-OCR models shipped inside rapidocr-onnxruntime: 5-9x faster than easyocr on CPU (benchmarks/RESULTS.md)."""
 
     name = "rapidocr"
 

