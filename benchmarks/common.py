@@ -27,14 +27,33 @@ def machine() -> dict:
             "date": datetime.date.today().isoformat()}
 
 
+def _resample(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """Image indices drawn with replacement, one row per bootstrap sample."""
+    return np.random.default_rng(seed).integers(0, n, (n_boot, n))
+
+
 def bootstrap_ci(correct: Sequence[bool], n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
     """95% percentile interval of accuracy over images resampled with replacement."""
     c = np.asarray(correct, float)
     if not len(c):
         return (0.0, 0.0)
-    rng = np.random.default_rng(seed)
-    means = c[rng.integers(0, len(c), (n_boot, len(c)))].mean(1)
+    means = c[_resample(len(c), n_boot, seed)].mean(1)
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def error_ratio_ci(correct: Sequence[bool], baseline_correct: Sequence[bool], n_boot: int = 2000,
+                   seed: int = 0) -> tuple[float, float]:
+    """95% interval of error / baseline error, both on the same resampled images (paired), so it says how
+    sure a ratio measured on a few hundred images is; samples where the baseline makes no error are skipped."""
+    c, b = np.asarray(correct, float), np.asarray(baseline_correct, float)
+    if not len(c):
+        return (0.0, 0.0)
+    idx = _resample(len(c), n_boot, seed)
+    err, base = 1 - c[idx].mean(1), 1 - b[idx].mean(1)
+    ratios = err[base > 0] / base[base > 0]
+    if not len(ratios):
+        return (0.0, 0.0)
+    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
 
 
 def parser(description: str) -> argparse.ArgumentParser:

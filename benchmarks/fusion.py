@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import SHARED, bootstrap_ci, markdown_table, parser, subsample, write_json
+from common import SHARED, bootstrap_ci, error_ratio_ci, markdown_table, parser, subsample, write_json
 from multipill import PillClassifier
 from multipill.data import VAL_SPLITS, Samples, load_splits, pick, stratified_split
 from multipill.metrics import branch_report
@@ -124,9 +124,12 @@ def main() -> None:
     out = Path(args.out)
     table = markdown_table(["branch", "accuracy [95% CI]", "macro F1", "errors within lookalike groups"], rows)
     vision_err, fused_err = 1 - scores["image"], 1 - scores["fused"]
+    ratio_lo, ratio_hi = error_ratio_ci(np.asarray(result["fused"]["y_pred"]) == y,
+                                        np.asarray(result["image"]["y_pred"]) == y)
+    result["error_ratio"] = {"fused_over_image": fused_err / max(vision_err, 1e-9), "ci95": [ratio_lo, ratio_hi]}
     summary = (f"{len(y)} evaluation images ({result['with_text']} with text), fit {fit_seconds:.0f}s; "
-               f"fused error / vision error = {fused_err / max(vision_err, 1e-9):.2f}; "
-               f"fusion: {result['fusion']['decision']}")
+               f"fused error / vision error = {fused_err / max(vision_err, 1e-9):.2f} "
+               f"[{ratio_lo:.2f}, {ratio_hi:.2f}]; fusion: {result['fusion']['decision']}")
     print(table + "\n" + summary)
     write_json(out, name, {"args": vars(args), "fit_seconds": fit_seconds, "summary": summary,
                            "table_markdown": table, "groups": groups, "result": result})

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -27,7 +29,24 @@ def test_fusion_quick(shared_data, tmp_path):
     held = result["held_out"]  # per-image outputs for studying other fusion rules offline
     assert len(held["has_text"]) == len(result["y_true"]) == len(held["image"]) == len(held["text_confidence"])
     assert len(held["fused_cv"][0]) == len(result["classes"])
+    ratio = result["error_ratio"]
+    if result["image"]["accuracy"] < 1:
+        assert ratio["ci95"][0] <= ratio["fused_over_image"] <= ratio["ci95"][1]
     assert (tmp_path / "fusion_grocery-packages_crossfit_quick.png").exists()
+
+
+def test_error_ratio_interval_is_paired():
+    sys.path.insert(0, str(BENCH))
+    from common import error_ratio_ci
+    rng = np.random.default_rng(0)
+    image = rng.random(200) < 0.7
+    assert error_ratio_ci(image, image) == (1.0, 1.0)  # same answers: the ratio is 1 in every resample
+    fused = image.copy()
+    fused[np.flatnonzero(~image)[::2]] = True  # half of the image errors fixed, nothing broken
+    lo, hi = error_ratio_ci(fused, image)
+    assert lo <= (1 - fused.mean()) / (1 - image.mean()) <= hi
+    unpaired_lo, unpaired_hi = error_ratio_ci(rng.permutation(fused), image)
+    assert hi - lo < unpaired_hi - unpaired_lo  # the pairing is what makes a ratio on few images worth quoting
 
 
 def test_seed_table_quick(shared_data, tmp_path):
