@@ -21,17 +21,23 @@ def _run(script: str, out: Path, *extra: str) -> None:
 def test_fusion_quick(shared_data, tmp_path):
     _run("fusion.py", tmp_path, "--dataset", "grocery-packages")
     result = json.loads((tmp_path / "fusion_grocery-packages_crossfit_quick.json").read_text())["result"]
-    for branch in ("image", "text", "fused"):
-        lo, hi = result[branch]["accuracy_ci95"]
-        assert lo <= result[branch]["accuracy"] <= hi
+    # fusion fitted on val; the train tail of classes without val is reported beside it, then both together
+    assert list(result["sets"]) == ["val", "train tail", "both"]
+    assert result["sets"]["both"]["image"]["n_in_groups"] == sum(
+        result["sets"][k]["image"]["n_in_groups"] for k in ("val", "train tail"))
+    assert result["train_tail"]["y_true"]  # quick mode keeps three classes without val images
+    for scored in result["sets"].values():
+        for branch in ("image", "text", "fused"):
+            lo, hi = scored[branch]["accuracy_ci95"]
+            assert lo <= scored[branch]["accuracy"] <= hi
+        ratio = scored["error_ratio"]
+        if scored["image"]["accuracy"] < 1:
+            assert ratio["ci95"][0] <= ratio["fused_over_image"] <= ratio["ci95"][1]
     assert result["fused"]["accuracy"] >= result["image"]["accuracy"] or result["fusion"]["decision"].startswith(
         "image-only")
     held = result["held_out"]  # per-image outputs for studying other fusion rules offline
     assert len(held["has_text"]) == len(result["y_true"]) == len(held["image"]) == len(held["text_confidence"])
     assert len(held["fused_cv"][0]) == len(result["classes"])
-    ratio = result["error_ratio"]
-    if result["image"]["accuracy"] < 1:
-        assert ratio["ci95"][0] <= ratio["fused_over_image"] <= ratio["ci95"][1]
     assert (tmp_path / "fusion_grocery-packages_crossfit_quick.png").exists()
 
 
