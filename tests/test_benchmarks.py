@@ -41,8 +41,8 @@ def test_fusion_quick(shared_data, tmp_path):
     assert (tmp_path / "fusion_grocery-packages_crossfit_quick.png").exists()
 
 
-def test_error_ratio_interval_is_paired():
-    sys.path.insert(0, str(BENCH))
+def test_error_ratio_interval_is_paired(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
     from common import error_ratio_ci
     rng = np.random.default_rng(0)
     image = rng.random(200) < 0.7
