@@ -157,9 +157,8 @@ def main() -> None:
                             {b: np.r_[sets["val"][1][b], sets["train tail"][1][b]] for b in BRANCHES})
     result["sets"] = {k: score_set(yy, preds, result["classes"], groups)
                       for k, (yy, preds) in sets.items()}
-    primary = result["sets"][next(iter(sets))]
-    for b in BRANCHES:  # the first set's interval also beside each branch report, as before
-        result[b]["accuracy_ci95"] = primary[b]["accuracy_ci95"]
+    primary = result["sets"][next(iter(sets))]  # intervals live in result["sets"]: with --fusion-on val+tail
+    # the branch reports cover val and tail together, so the first set's interval does not belong beside them
     scores = {b: primary[b]["accuracy"] for b in BRANCHES}
     intervals = {b: tuple(primary[b]["accuracy_ci95"]) for b in BRANCHES}
     rows = [[k, f"{len(sets[k][0])}", b, f"{r[b]['accuracy']:.3f} [{r[b]['accuracy_ci95'][0]:.3f}, "
