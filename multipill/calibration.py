@@ -87,7 +87,7 @@ def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_accurac
     """Lowest threshold on a confidence score (probability or certainty) reaching `target_accuracy` held out.
 
     Ties are kept together (a threshold answers every case at or above it). When no threshold reaches
-    the target, the result is just above the highest confidence, i.e. abstain on everything.
+    the target, the result is infinite: abstain on everything, including answers surer than any held out.
     """
     conf = np.asarray(confidence, float)
     if not len(conf):
@@ -96,4 +96,4 @@ def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_accurac
     thresholds, risk = np.array(curve["threshold"]), np.array(curve["risk"])
     last_of_tie = np.r_[thresholds[1:] != thresholds[:-1], True]
     ok = np.flatnonzero(last_of_tie & (1 - risk >= target_accuracy - 1e-12))
-    return float(thresholds[ok[-1]]) if len(ok) else float(np.nextafter(conf.max(), np.inf))
+    return float(thresholds[ok[-1]]) if len(ok) else float("inf")

@@ -16,8 +16,10 @@ from . import __version__
 from .backbones import DEFAULT_BACKBONE
 from .calibration import (apply_temperature, certainty, choose_threshold, expected_calibration_error,
                           fit_temperature, reliability_bins, risk_coverage, to_certainty, to_probability)
-from .cards import WARNING, cards_lexicon, load_cards
+from .card_text import CardTextMatcher
+from .cards import WARNING, card_pictures, cards_lexicon, load_cards
 from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split
+from .enrol import fit_prototype_scale, prototype, prototype_logits
 from .explain import Explanation
 from .fusion import LogLinearFusion
 from .images import ImageInput, load_image
@@ -70,6 +72,7 @@ class PillClassifier:
                  confusable_groups: Optional[list[list[str]]] = None, val_fraction: float = 0.15,
                  ocr_cache: Optional[str] = None, ocr_timeout: float = 60.0,
                  ocr_options: Optional[dict[str, Any]] = None,
+                 reference_images: str = "views",
                  checkpoint_dir: Optional[str] = None, image_column: str = "image",
                  label_column: str = "label", progress: bool = True):
         self.backbone, self.freeze, self.ocr, self.text, self.fusion = backbone, freeze, ocr, text, fusion
@@ -80,7 +83,7 @@ class PillClassifier:
         self.novelty_quantile, self.ocr_train_per_class = novelty_quantile, ocr_train_per_class
         self.confusable_groups, self.val_fraction = confusable_groups, val_fraction
         self.ocr_cache, self.ocr_timeout, self.checkpoint_dir = ocr_cache, ocr_timeout, checkpoint_dir
-        self.ocr_options = ocr_options
+        self.ocr_options, self.reference_images = ocr_options, reference_images
         self.image_column, self.label_column, self.progress = image_column, label_column, progress
 
     def get_params(self) -> dict[str, Any]:
@@ -139,16 +142,25 @@ class PillClassifier:
             val_images, val_labels = [val_images[i] for i in keep], [val_labels[i] for i in keep]
         if not val_images:
             raise ValueError("no validation images of known classes: pass val= or more training images")
-        self.classes_ = classes
+        if self.reference_images not in ("views", "none"):
+            raise ValueError(f"reference_images must be 'views' or 'none', not {self.reference_images!r}")
+        self.classes_, self.enrolled_ = classes, []
+        all_cards = load_cards(self.cards)
+        self.cards_ = {c: all_cards[c] for c in classes if c in all_cards}
+        pictures = {c: card_pictures(card) for c, card in self.cards_.items()}
+        if self.reference_images == "views":  # a card's pictures are extra training photos of its class
+            extra = [(im, c) for c, ims in pictures.items() for im in ims]
+            images, labels = images + [im for im, _ in extra], labels + [c for _, c in extra]
         y = np.array([classes.index(c) for c in labels])
         vy = np.array([classes.index(c) for c in val_labels])
 
-        all_cards = load_cards(self.cards)
-        self.cards_ = {c: all_cards[c] for c in classes if c in all_cards}
         self.image_ = self._image_branch().fit(images, y, val_images, vy, len(classes), self.checkpoint_dir)
-        self.text_ = TextBranch(self.text, self._lexicon())
-        self.fusion_ = LogLinearFusion(seed=self.seed)
+        self.prototypes_, self.prototype_scale_ = np.zeros((0, 1), np.float32), (10.0, 0.0)
         img_lp, val_features = self._image_outputs(val_images)
+        self._fit_prototype_scale(img_lp, val_features, vy, pictures, images, y)
+        self.text_ = TextBranch(self.text, self._lexicon())
+        self.card_text_ = CardTextMatcher().fit(self.cards_) if self.cards_ else None
+        self.fusion_, self.text_pool_ = LogLinearFusion(seed=self.seed), LogLinearFusion(seed=self.seed)
         if self.fusion:
             reader = self._reader()
             # OCR is the slow part: the text branch may learn from a seeded sample of each class
@@ -156,11 +168,17 @@ class PillClassifier:
             train_ocr = reader.read([images[i] for i in read], "OCR train")
             val_ocr = reader.read(val_images, "OCR validation")
             self.text_.fit([r.text for r in train_ocr], y[read], classes)
-            txt_lp, conf, has = self._text_features(val_ocr)
+            learned, card_lp, conf, has = self._text_parts(val_ocr)
+            if self.card_text_ is None:
+                self.text_pool_.off("no product cards")
+                txt_lp = learned
+            else:  # card knowledge joins what was learned from photos where cross-validation says it helps
+                txt_lp = self.text_pool_.fit(learned, card_lp, conf, has, vy).oof_
             self.fusion_.fit(img_lp, txt_lp, conf, has, vy)
         else:
             self.text_.fit([], np.array([], int), classes)
             self.fusion_.off("fusion=False")
+            self.text_pool_.off("fusion=False")
             txt_lp, has = self.text_.predict_log_proba([""] * len(vy)), np.zeros(len(vy), bool)
             conf = np.zeros(len(vy))
         # held-out diagnostics: each branch on the validation images, fusion cross-fitted on them, and
@@ -173,6 +191,57 @@ class PillClassifier:
         self.novelty_ = NearestNeighbourNovelty(quantile=self.novelty_quantile).fit(
             self.image_.predict([images[i] for i in reference])[1], val_features)
         return self
+
+    def add_products(self, cards: str | Path | dict, photos: Any = None) -> "PillClassifier":
+        """Enrol products known from their cards (and a few `photos`, if any) without retraining.
+
+        Each new class is answered from its card's text (matched against what OCR reads) and from a prototype
+        of its pictures and photos in the image branch's feature space; answers for it say so. Classes already
+        known are left as they are.
+        """
+        self._check_fitted()
+        new = {c: card for c, card in load_cards(cards).items() if c not in self.classes_}
+        if not new:
+            raise ValueError("no new products to enrol: every card names a class the model already knows")
+        shots: dict[str, list] = {}
+        if photos is not None:
+            splits = self._samples(photos)
+            images, labels, _ = decode(pick(splits, ("train",)) or next(iter(splits.values())))
+            for im, lab in zip(images, labels):
+                shots.setdefault(lab, []).append(im) if lab in new else None
+        if self.card_text_ is None or not self.text_pool_.active:
+            warnings.warn("this model's text branch does not use product cards (fitted without cards, or card "
+                          "text did not help on validation): enrolled products are matched by their pictures "
+                          "only; refit with cards= to use their printed names")
+        width = self.novelty_.reference_.shape[1]
+        protos, refs = [], []
+        for c, card in new.items():
+            features = self.image_.predict(card_pictures(card) + shots.get(c, []))[1]
+            protos.append(prototype(features) if len(features) else np.zeros(width))
+            refs.append(features.reshape(-1, width))
+        self.prototypes_ = np.vstack([self.prototypes_.reshape(-1, width), protos]).astype(np.float32)
+        self.novelty_.reference_ = np.vstack([self.novelty_.reference_, *[
+            (r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)).astype(np.float16) for r in refs]])
+        self.classes_ = [*self.classes_, *new]
+        self.enrolled_ = [*self.enrolled_, *new]
+        self.cards_ = {**self.cards_, **new}
+        self.card_text_ = CardTextMatcher().fit(self.cards_)
+        self.text_.add_classes(list(new))
+        self.fusion_.add_classes(len(new))
+        self.text_pool_.add_classes(len(new))
+        return self
+
+    def _fit_prototype_scale(self, img_lp: np.ndarray, features: np.ndarray, y: np.ndarray,
+                             pictures: dict[str, list], images: list, train_y: np.ndarray) -> None:
+        """How enrolled classes' prototypes score against the head: fitted by pretending trained classes were
+        enrolled from their card pictures (or, without any, from one training photo each)."""
+        pretend = [self.classes_.index(c) for c, ims in pictures.items() if ims]
+        refs = [pictures[self.classes_[k]] for k in pretend]
+        if not pretend:
+            pretend = [k for k in range(len(self.classes_)) if (train_y == k).any()]
+            refs = [[images[int(np.flatnonzero(train_y == k)[0])]] for k in pretend]
+        protos = np.stack([prototype(self.image_.predict(r)[1]) for r in refs]) if refs else np.zeros((0, 1))
+        self.prototype_scale_ = fit_prototype_scale(img_lp, features, y, protos, pretend)
 
     def _calibrate(self, y: np.ndarray, img_lp: np.ndarray, txt_lp: np.ndarray, fused_lp: np.ndarray,
                    has_text: np.ndarray) -> None:
@@ -238,23 +307,44 @@ class PillClassifier:
     def _image_outputs(self, images) -> tuple[np.ndarray, np.ndarray]:
         """Image-branch log-probabilities and the pooled features the novelty detector compares."""
         logits, features = self.image_.predict(images)
-        return log_softmax(logits.astype(np.float64)), features
+        logits = logits.astype(np.float64)
+        if len(self.enrolled_):
+            extra = prototype_logits(features, self.prototypes_, self.prototype_scale_)
+            # a class enrolled without any picture: the image branch gives it an even share, no more
+            blind = ~np.asarray(self.prototypes_).any(axis=1)
+            share = np.logaddexp.reduce(logits, axis=1, keepdims=True) - np.log(logits.shape[1])
+            logits = np.hstack([logits, np.where(blind[None, :], share, extra)])
+        return log_softmax(logits), features
 
-    def _text_features(self, ocr: Sequence[OCRResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _text_parts(self, ocr: Sequence[OCRResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """What the text branch learned from photos, what the cards say (log-probs), OCR confidence, has text."""
         texts = [r.text for r in ocr]
         has = np.array([bool(t.strip()) for t in texts]) & self.text_.fitted_
-        return (self.text_.predict_log_proba(texts).astype(np.float64),
-                np.array([r.confidence for r in ocr]), has)
+        learned = self.text_.predict_log_proba(texts).astype(np.float64)
+        cards = (log_softmax(self.card_text_.scores(texts, self.classes_).astype(np.float64))
+                 if self.card_text_ is not None else np.zeros_like(learned))
+        return learned, cards, np.array([r.confidence for r in ocr]), has
+
+    def _text_features(self, ocr: Sequence[OCRResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The text branch's log-probs (learned text pooled with card text where that helped), confidence, has."""
+        learned, cards, conf, has = self._text_parts(ocr)
+        return self.text_pool_.predict_log_proba(learned, cards, conf, has), conf, has
 
     def _run(self, images: list) -> dict[str, Any]:
         """Both branches and the fused output for decoded images."""
         self._check_fitted()
         img_lp, features = self._image_outputs(images)
         ocr = self._reader().read(images, "OCR") if self.fusion else [OCRResult(status="disabled")] * len(images)
-        txt_lp, conf, has = self._text_features(ocr)
+        learned, cards, conf, has = self._text_parts(ocr)
+        txt_lp = self.text_pool_.predict_log_proba(learned, cards, conf, has)
         fused = self.fusion_.predict_log_proba(img_lp, txt_lp, conf, has)  # image answer where fusion is off
         final = self._final(img_lp, fused, has)
         novelty = self.novelty_.score(features)
+        # an enrolled product has few or no photos to be near: its printed text matching its card vouches for it
+        answer = final.argmax(1)
+        enrolled = np.isin(answer, [self.classes_.index(c) for c in self.enrolled_])
+        vouched = enrolled & has & (cards[np.arange(len(answer)), answer] > np.log(0.5))
+        novelty = np.where(vouched, 0.0, novelty)
         sure = certainty(final)
         abstained = (sure < self.threshold_) | (novelty > self.novelty_.threshold_)
         return {"image": img_lp, "text": txt_lp, "fused": fused, "has_text": has, "ocr": ocr, "final": final,
@@ -286,7 +376,12 @@ class PillClassifier:
             p = np.exp(out["final"][i])
             order = np.argsort(-p)[:top_k]
             used = "fused" if (out["has_text"][i] and self.fusion_.active) else "image"
+            label = self.classes_[order[0]]
             notes = []
+            if label in self.enrolled_:
+                used = "card"
+                notes.append(f"{label} was enrolled from its product card without training photos: answered from "
+                             "the card's text and pictures alone")
             if r.status == "failed":
                 notes.append(f"OCR failed ({r.error}); answered from the image alone")
             elif self.fusion and not out["has_text"][i]:
@@ -299,7 +394,6 @@ class PillClassifier:
             elif out["abstained"][i]:
                 notes.append(f"abstained: confidence {p[order[0]]:.6g} is below the threshold "
                              f"{to_probability(self.threshold_):.6g}")
-            label = self.classes_[order[0]]
             card = self.cards_.get(label)
             preds.append(Prediction(
                 label, float(p[order[0]]), [(self.classes_[j], float(p[j])) for j in order],
@@ -380,13 +474,19 @@ class PillClassifier:
                         for k, v in self.text_.state().items()})
         if self.fusion_.active:
             tensors["fusion.params"] = torch.as_tensor(self.fusion_.params_)
+        if self.text_pool_.active:
+            tensors["text_pool.params"] = torch.as_tensor(self.text_pool_.params_)
+        if self.enrolled_:
+            tensors["enrol.prototypes"] = torch.as_tensor(self.prototypes_)
         tensors["novelty.reference"] = torch.as_tensor(self.novelty_.reference_)
         save_file(tensors, str(d / WEIGHTS_FILE))
         config = {"multipill_version": __version__, "params": self.get_params(), "classes": self.classes_,
                   "ocr_settings": self._reader().engine.settings(), "text_branch": self.text_.config(),
-                  "fusion_report": self.fusion_.report_, "image_history": self.image_.history_,
+                  "fusion_report": self.fusion_.report_, "text_pool_report": self.text_pool_.report_,
+                  "enrolled": self.enrolled_, "prototype_scale": list(self.prototype_scale_),
+                  "image_history": self.image_.history_,
                   "temperatures": self.temperatures_, "threshold": to_probability(self.threshold_),
-                  "certainty_threshold": self.threshold_,
+                  "certainty_threshold": self.threshold_ if np.isfinite(self.threshold_) else None,
                   "novelty": {"k": self.novelty_.k, "quantile": self.novelty_.quantile,
                               "threshold": self.novelty_.threshold_},
                   "calibration": self.calibration_}
@@ -406,17 +506,28 @@ class PillClassifier:
         tensors = load_file(str(d / WEIGHTS_FILE))
         clf.image_ = clf._image_branch()
         clf.image_.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("image.")},
-                                   len(clf.classes_))
+                                   len(clf.classes_) - len(config.get("enrolled", [])))
         clf.image_.history_ = config["image_history"]
         clf.text_ = TextBranch(**config["text_branch"])
-        clf.text_.set_state(clf.classes_, {k[5:]: v.numpy() for k, v in tensors.items() if k.startswith("text.")})
+        trained = [c for c in clf.classes_ if c not in config.get("enrolled", [])]
+        clf.text_.set_state(clf.classes_, {k[5:]: v.numpy() for k, v in tensors.items() if k.startswith("text.")},
+                            trained)
         clf.fusion_ = LogLinearFusion(seed=clf.seed)
         clf.fusion_.params_ = tensors["fusion.params"].numpy() if "fusion.params" in tensors else None
         clf.fusion_.report_ = config["fusion_report"]
+        clf.text_pool_ = LogLinearFusion(seed=clf.seed)
+        clf.text_pool_.params_ = tensors["text_pool.params"].numpy() if "text_pool.params" in tensors else None
+        clf.text_pool_.report_ = config.get("text_pool_report", {"decision": "no product cards"})
         clf.cards_ = load_cards(d / CARDS_FILE) if (d / CARDS_FILE).exists() else {}
+        clf.card_text_ = CardTextMatcher().fit(clf.cards_) if clf.cards_ else None
+        clf.enrolled_ = config.get("enrolled", [])
+        clf.prototype_scale_ = tuple(config.get("prototype_scale", (10.0, 0.0)))
+        clf.prototypes_ = (tensors["enrol.prototypes"].numpy() if "enrol.prototypes" in tensors
+                           else np.zeros((0, 1), np.float32))
         # models saved before calibration existed answer uncalibrated and never abstain until calibrate()
         clf.temperatures_ = config.get("temperatures", {"image": 1.0, "text": 1.0, "fused": 1.0})
         clf.threshold_ = config.get("certainty_threshold", to_certainty(config.get("threshold", 0.0)))
+        clf.threshold_ = np.inf if clf.threshold_ is None else clf.threshold_  # None: withhold every answer
         clf.calibration_ = config.get("calibration", {})
         novelty = config.get("novelty", {"k": 5, "quantile": clf.novelty_quantile, "threshold": np.inf})
         clf.novelty_ = NearestNeighbourNovelty(novelty["k"], novelty["quantile"])

