@@ -16,10 +16,10 @@ from . import __version__
 from .backbones import DEFAULT_BACKBONE
 from .calibration import (apply_temperature, certainty, choose_threshold, expected_calibration_error,
                           fit_temperature, reliability_bins, risk_coverage, to_certainty, to_probability)
-from .card_text import CardTextMatcher
+from .matchers import create_matcher
 from .cards import WARNING, card_pictures, cards_lexicon, load_cards
 from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split
-from .enrol import fit_prototype_scale, prototype, prototype_logits
+from .enrol import cosine, fit_enrol_scale, prototype
 from .explain import Explanation
 from .fusion import LogLinearFusion
 from .images import ImageInput, load_image
@@ -155,11 +155,11 @@ class PillClassifier:
         vy = np.array([classes.index(c) for c in val_labels])
 
         self.image_ = self._image_branch().fit(images, y, val_images, vy, len(classes), self.checkpoint_dir)
-        self.prototypes_, self.prototype_scale_ = np.zeros((0, 1), np.float32), (10.0, 0.0)
+        self.prototypes_, self.image_scale_, self.text_scale_ = np.zeros((0, 1), np.float32), (1.0, 0.0), (1.0, 0.0)
         img_lp, val_features = self._image_outputs(val_images)
-        self._fit_prototype_scale(img_lp, val_features, vy, pictures, images, y)
+        self._fit_image_scale(img_lp, val_features, vy, pictures, images, y)
         self.text_ = TextBranch(self.text, self._lexicon())
-        self.card_text_ = CardTextMatcher().fit(self.cards_) if self.cards_ else None
+        self.card_text_ = create_matcher("card_text").fit(self.cards_) if self.cards_ else None
         self.fusion_, self.text_pool_ = LogLinearFusion(seed=self.seed), LogLinearFusion(seed=self.seed)
         if self.fusion:
             reader = self._reader()
@@ -168,12 +168,14 @@ class PillClassifier:
             train_ocr = reader.read([images[i] for i in read], "OCR train")
             val_ocr = reader.read(val_images, "OCR validation")
             self.text_.fit([r.text for r in train_ocr], y[read], classes)
-            learned, card_lp, conf, has = self._text_parts(val_ocr)
+            learned, card_scores, conf, has = self._text_parts(val_ocr)
             if self.card_text_ is None:
                 self.text_pool_.off("no product cards")
                 txt_lp = learned
             else:  # card knowledge joins what was learned from photos where cross-validation says it helps
-                txt_lp = self.text_pool_.fit(learned, card_lp, conf, has, vy).oof_
+                txt_lp = self.text_pool_.fit(learned, log_softmax(card_scores), conf, has, vy).oof_
+                pretend = [k for k, c in enumerate(classes) if c in self.cards_]
+                self.text_scale_ = fit_enrol_scale(txt_lp[has], card_scores[has][:, pretend], vy[has], pretend)
             self.fusion_.fit(img_lp, txt_lp, conf, has, vy)
         else:
             self.text_.fit([], np.array([], int), classes)
@@ -209,10 +211,10 @@ class PillClassifier:
             images, labels, _ = decode(pick(splits, ("train",)) or next(iter(splits.values())))
             for im, lab in zip(images, labels):
                 shots.setdefault(lab, []).append(im) if lab in new else None
-        if self.card_text_ is None or not self.text_pool_.active:
-            warnings.warn("this model's text branch does not use product cards (fitted without cards, or card "
-                          "text did not help on validation): enrolled products are matched by their pictures "
-                          "only; refit with cards= to use their printed names")
+        if self.card_text_ is None:
+            warnings.warn("this model was fitted without product cards, so it has not learned how card text "
+                          "compares with what it learned from photos: enrolled products are matched by their "
+                          "pictures only; refit with cards= to use their printed names")
         width = self.novelty_.reference_.shape[1]
         protos, refs = [], []
         for c, card in new.items():
@@ -225,14 +227,12 @@ class PillClassifier:
         self.classes_ = [*self.classes_, *new]
         self.enrolled_ = [*self.enrolled_, *new]
         self.cards_ = {**self.cards_, **new}
-        self.card_text_ = CardTextMatcher().fit(self.cards_)
-        self.text_.add_classes(list(new))
+        self.card_text_ = create_matcher("card_text").fit(self.cards_)
         self.fusion_.add_classes(len(new))
-        self.text_pool_.add_classes(len(new))
         return self
 
-    def _fit_prototype_scale(self, img_lp: np.ndarray, features: np.ndarray, y: np.ndarray,
-                             pictures: dict[str, list], images: list, train_y: np.ndarray) -> None:
+    def _fit_image_scale(self, img_lp: np.ndarray, features: np.ndarray, y: np.ndarray,
+                         pictures: dict[str, list], images: list, train_y: np.ndarray) -> None:
         """How enrolled classes' prototypes score against the head: fitted by pretending trained classes were
         enrolled from their card pictures (or, without any, from one training photo each)."""
         pretend = [self.classes_.index(c) for c, ims in pictures.items() if ims]
@@ -241,7 +241,7 @@ class PillClassifier:
             pretend = [k for k in range(len(self.classes_)) if (train_y == k).any()]
             refs = [[images[int(np.flatnonzero(train_y == k)[0])]] for k in pretend]
         protos = np.stack([prototype(self.image_.predict(r)[1]) for r in refs]) if refs else np.zeros((0, 1))
-        self.prototype_scale_ = fit_prototype_scale(img_lp, features, y, protos, pretend)
+        self.image_scale_ = fit_enrol_scale(img_lp, cosine(features, protos), y, pretend)
 
     def _calibrate(self, y: np.ndarray, img_lp: np.ndarray, txt_lp: np.ndarray, fused_lp: np.ndarray,
                    has_text: np.ndarray) -> None:
@@ -307,28 +307,36 @@ class PillClassifier:
     def _image_outputs(self, images) -> tuple[np.ndarray, np.ndarray]:
         """Image-branch log-probabilities and the pooled features the novelty detector compares."""
         logits, features = self.image_.predict(images)
-        logits = logits.astype(np.float64)
-        if len(self.enrolled_):
-            extra = prototype_logits(features, self.prototypes_, self.prototype_scale_)
+        logp = log_softmax(logits.astype(np.float64))
+        if len(self.enrolled_):  # trained classes' log-probs beside enrolled ones' scaled picture similarity
+            extra = self.image_scale_[0] * cosine(features, self.prototypes_) + self.image_scale_[1]
             # a class enrolled without any picture: the image branch gives it an even share, no more
             blind = ~np.asarray(self.prototypes_).any(axis=1)
-            share = np.logaddexp.reduce(logits, axis=1, keepdims=True) - np.log(logits.shape[1])
-            logits = np.hstack([logits, np.where(blind[None, :], share, extra)])
-        return log_softmax(logits), features
+            logp = log_softmax(np.hstack([logp, np.where(blind[None, :], -np.log(logp.shape[1]), extra)]))
+        return logp, features
 
     def _text_parts(self, ocr: Sequence[OCRResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """What the text branch learned from photos, what the cards say (log-probs), OCR confidence, has text."""
+        """Log-probs learned from photos (trained classes), card-match scores (every class), OCR confidence,
+        and whether text was read."""
         texts = [r.text for r in ocr]
         has = np.array([bool(t.strip()) for t in texts]) & self.text_.fitted_
         learned = self.text_.predict_log_proba(texts).astype(np.float64)
-        cards = (log_softmax(self.card_text_.scores(texts, self.classes_).astype(np.float64))
-                 if self.card_text_ is not None else np.zeros_like(learned))
+        cards = (self.card_text_.scores(texts, self.classes_).astype(np.float64) if self.card_text_ is not None
+                 else np.zeros((len(texts), len(self.classes_))))
         return learned, cards, np.array([r.confidence for r in ocr]), has
 
+    def _text_branch(self, learned: np.ndarray, cards: np.ndarray, conf: np.ndarray, has: np.ndarray) -> np.ndarray:
+        """Learned text pooled with card text where that helped; enrolled classes by their card match alone."""
+        k = learned.shape[1]
+        out = self.text_pool_.predict_log_proba(learned, log_softmax(cards[:, :k]), conf, has)
+        if len(self.enrolled_):
+            out = log_softmax(np.hstack([out, self.text_scale_[0] * cards[:, k:] + self.text_scale_[1]]))
+        return out
+
     def _text_features(self, ocr: Sequence[OCRResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The text branch's log-probs (learned text pooled with card text where that helped), confidence, has."""
+        """The text branch's log-probs, OCR confidence, and whether text was read."""
         learned, cards, conf, has = self._text_parts(ocr)
-        return self.text_pool_.predict_log_proba(learned, cards, conf, has), conf, has
+        return self._text_branch(learned, cards, conf, has), conf, has
 
     def _run(self, images: list) -> dict[str, Any]:
         """Both branches and the fused output for decoded images."""
@@ -336,14 +344,14 @@ class PillClassifier:
         img_lp, features = self._image_outputs(images)
         ocr = self._reader().read(images, "OCR") if self.fusion else [OCRResult(status="disabled")] * len(images)
         learned, cards, conf, has = self._text_parts(ocr)
-        txt_lp = self.text_pool_.predict_log_proba(learned, cards, conf, has)
+        txt_lp = self._text_branch(learned, cards, conf, has)
         fused = self.fusion_.predict_log_proba(img_lp, txt_lp, conf, has)  # image answer where fusion is off
         final = self._final(img_lp, fused, has)
         novelty = self.novelty_.score(features)
         # an enrolled product has few or no photos to be near: its printed text matching its card vouches for it
         answer = final.argmax(1)
         enrolled = np.isin(answer, [self.classes_.index(c) for c in self.enrolled_])
-        vouched = enrolled & has & (cards[np.arange(len(answer)), answer] > np.log(0.5))
+        vouched = enrolled & has & (log_softmax(cards)[np.arange(len(answer)), answer] > np.log(0.5))
         novelty = np.where(vouched, 0.0, novelty)
         sure = certainty(final)
         abstained = (sure < self.threshold_) | (novelty > self.novelty_.threshold_)
@@ -483,7 +491,8 @@ class PillClassifier:
         config = {"multipill_version": __version__, "params": self.get_params(), "classes": self.classes_,
                   "ocr_settings": self._reader().engine.settings(), "text_branch": self.text_.config(),
                   "fusion_report": self.fusion_.report_, "text_pool_report": self.text_pool_.report_,
-                  "enrolled": self.enrolled_, "prototype_scale": list(self.prototype_scale_),
+                  "enrolled": self.enrolled_, "image_scale": list(self.image_scale_),
+                  "text_scale": list(self.text_scale_),
                   "image_history": self.image_.history_,
                   "temperatures": self.temperatures_, "threshold": to_probability(self.threshold_),
                   "certainty_threshold": self.threshold_ if np.isfinite(self.threshold_) else None,
@@ -510,8 +519,7 @@ class PillClassifier:
         clf.image_.history_ = config["image_history"]
         clf.text_ = TextBranch(**config["text_branch"])
         trained = [c for c in clf.classes_ if c not in config.get("enrolled", [])]
-        clf.text_.set_state(clf.classes_, {k[5:]: v.numpy() for k, v in tensors.items() if k.startswith("text.")},
-                            trained)
+        clf.text_.set_state(trained, {k[5:]: v.numpy() for k, v in tensors.items() if k.startswith("text.")})
         clf.fusion_ = LogLinearFusion(seed=clf.seed)
         clf.fusion_.params_ = tensors["fusion.params"].numpy() if "fusion.params" in tensors else None
         clf.fusion_.report_ = config["fusion_report"]
@@ -519,9 +527,10 @@ class PillClassifier:
         clf.text_pool_.params_ = tensors["text_pool.params"].numpy() if "text_pool.params" in tensors else None
         clf.text_pool_.report_ = config.get("text_pool_report", {"decision": "no product cards"})
         clf.cards_ = load_cards(d / CARDS_FILE) if (d / CARDS_FILE).exists() else {}
-        clf.card_text_ = CardTextMatcher().fit(clf.cards_) if clf.cards_ else None
+        clf.card_text_ = create_matcher("card_text").fit(clf.cards_) if clf.cards_ else None
         clf.enrolled_ = config.get("enrolled", [])
-        clf.prototype_scale_ = tuple(config.get("prototype_scale", (10.0, 0.0)))
+        clf.image_scale_ = tuple(config.get("image_scale", (1.0, 0.0)))
+        clf.text_scale_ = tuple(config.get("text_scale", (1.0, 0.0)))
         clf.prototypes_ = (tensors["enrol.prototypes"].numpy() if "enrol.prototypes" in tensors
                            else np.zeros((0, 1), np.float32))
         # models saved before calibration existed answer uncalibrated and never abstain until calibrate()

@@ -1,4 +1,4 @@
-"""`multipill demo | train | predict | evaluate`: the API's options on the command line."""
+"""`multipill demo | train | predict | evaluate | explain | enrol`: the API's options on the command line."""
 from __future__ import annotations
 
 import argparse
@@ -26,7 +26,10 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", default="char", help="char, minilm, or a transformers model name/path")
     p.add_argument("--no-fusion", action="store_true", help="image-only baseline")
     p.add_argument("--lexicon", default=None, help="JSON file {class: [names]} added to the cards' names")
-    p.add_argument("--cards", default="seed", help="'seed', a product-card JSON file, or 'none'")
+    p.add_argument("--cards", default="seed",
+                   help="'seed', a product-card JSON file, a folder of card folders (one per class), or 'none'")
+    p.add_argument("--reference-images", default="views", choices=["views", "none"],
+                   help="card pictures as extra training photos of their class (views) or not")
     p.add_argument("--target-accuracy", type=float, default=0.99,
                    help="accuracy wanted on answered cases; sets the abstention threshold")
     p.add_argument("--abstain-threshold", type=float, default=None, help="fixed confidence threshold")
@@ -58,7 +61,7 @@ def _classifier(args: argparse.Namespace, checkpoint_dir: Optional[str] = None):
                           lr=args.lr, batch_size=args.batch_size, patience=args.patience, seed=args.seed,
                           ocr_cache=args.ocr_cache, ocr_train_per_class=args.ocr_train_per_class,
                           ocr_options={"enlarge_to": args.ocr_enlarge_to} if args.ocr_enlarge_to else None,
-                          checkpoint_dir=checkpoint_dir,
+                          checkpoint_dir=checkpoint_dir, reference_images=args.reference_images,
                           image_column=args.image_column, label_column=args.label_column)
 
 
@@ -179,6 +182,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enrol(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from .classifier import PillClassifier
+    clf = PillClassifier.load(args.model, **({"ocr_cache": args.ocr_cache} if args.ocr_cache else {}))
+    before = set(clf.classes_)
+    clf.add_products(args.cards, args.photos)
+    out = Path(args.out or args.model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # written beside the target and moved in whole, so an interrupted enrolment leaves the old model intact
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    clf.save(staging)
+    for f in staging.iterdir():
+        out.mkdir(exist_ok=True)
+        shutil.move(str(f), str(out / f.name))
+    staging.rmdir()
+    added = [c for c in clf.classes_ if c not in before]
+    print(f"enrolled {len(added)} product(s) from their cards: {', '.join(added)}; model saved to {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     run_demo(args.out, quick=args.quick)
@@ -227,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ocr-train-per-class", type=int, default=None,
                    help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("enrol", help="add products known from their cards (and a few photos) without retraining")
+    p.add_argument("model")
+    p.add_argument("cards", help="a folder of card folders (one per class) or a card JSON file")
+    p.add_argument("--photos", default=None, help="ImageFolder with a few photos of the new products (optional)")
+    p.add_argument("--out", default=None, help="model folder to write (default: update MODEL)")
+    p.add_argument("--ocr-cache", default=None)
+    p.set_defaults(func=cmd_enrol)
     return parser
 
 

