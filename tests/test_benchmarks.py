@@ -109,3 +109,21 @@ def test_explain_quick(tmp_path):
     assert {"efficientnet_lite0 frozen", "efficientnet_lite0 partial", "efficientnet_lite0 full"} <= set(results)
     assert all(0 <= r["pointing_game"] <= 1 for r in results.values() if r["status"] == "ran")
     assert results["resnetv2_50"]["status"] == "not run" or results["resnetv2_50 frozen"]["status"] == "ran"
+
+
+def test_cards_quick(shared_data, tmp_path):
+    _run("cards.py", tmp_path, "--work", str(tmp_path / "models"))
+    saved = json.loads((tmp_path / "cards_quick.json").read_text())
+    result = saved["result"]
+    assert list(result["a"]) == ["no cards", "card text", "card text + pictures"]
+    for r in result["a"].values():
+        assert r["n"] == 12 and all(0 <= r[b]["accuracy"] <= 1 for b in ("image", "text", "fused"))
+    # the same image branch with and without card text: card text changes only the text and fused answers
+    assert result["a"]["no cards"]["image"] == result["a"]["card text"]["image"]
+    enrolled = result["enrolled_classes"]
+    assert len(enrolled) == 2 and set(result["bc"]) == {"0", "1"}
+    for r in result["bc"].values():
+        assert r["enrolled"]["n"] > 0 and r["others_before"]["n"] == r["others_after"]["n"] > 0
+    # one photo per enrolled class is taken from the photos reported
+    assert result["bc"]["1"]["enrolled"]["n"] == result["bc"]["0"]["enrolled"]["n"] - 2
+    assert (tmp_path / "cards_quick.png").exists()

@@ -178,3 +178,13 @@ def test_clip_matcher_plumbing(tiny_clip, tmp_path, monkeypatch):
     with pytest.raises(OfflineError, match="local file"):
         create_matcher("openclip").fit(cards)
     assert time.time() - start < 10
+
+
+def test_minimal_card_without_pictures_enrols_by_its_printed_name(enrolled, packs, tmp_path):
+    clf, _, _ = enrolled
+    write_card(tmp_path / "cards" / "Biogesic", "Biogesic", description="Biogesic tablet", extra="Form: tablet")
+    model = PillClassifier.load(clf.save(tmp_path / "m")).add_products(tmp_path / "cards")
+    assert not model.prototypes_.any()  # no picture: the image branch gives it an even share only
+    preds = model.predict(sorted((packs / "test" / "Biogesic").glob("*.png")))
+    assert np.mean([p.label == "Biogesic" for p in preds]) >= 0.7, [p.top_k[:2] for p in preds]
+    assert {p.card["dosage_form"]["value"] for p in preds if p.label == "Biogesic"} == {"tablet"}
