@@ -173,7 +173,8 @@ class PillClassifier:
                 self.text_pool_.off("no product cards")
                 txt_lp = learned
             else:  # card knowledge joins what was learned from photos where cross-validation says it helps
-                txt_lp = self.text_pool_.fit(learned, log_softmax(card_scores), conf, has, vy).oof_
+                self.text_pool_.fit(learned, log_softmax(card_scores), conf, has, vy)
+                txt_lp = self.text_pool_.oof_ if self.text_pool_.active else learned
                 pretend = [k for k, c in enumerate(classes) if c in self.cards_]
                 self.text_scale_ = fit_enrol_scale(txt_lp[has], card_scores[has][:, pretend], vy[has], pretend)
             self.fusion_.fit(img_lp, txt_lp, conf, has, vy)
