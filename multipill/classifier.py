@@ -19,7 +19,7 @@ from .calibration import (apply_temperature, certainty, choose_threshold, expect
 from .matchers import create_matcher
 from .cards import WARNING, card_pictures, cards_lexicon, load_cards
 from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split
-from .enrol import cosine, fit_enrol_scale, prototype
+from .enrol import background_stats, fit_enrol_scale, prototype, similarity
 from .explain import Explanation
 from .fusion import LogLinearFusion
 from .images import ImageInput, load_image
@@ -155,8 +155,12 @@ class PillClassifier:
         vy = np.array([classes.index(c) for c in val_labels])
 
         self.image_ = self._image_branch().fit(images, y, val_images, vy, len(classes), self.checkpoint_dir)
-        self.prototypes_, self.image_scale_, self.text_scale_ = np.zeros((0, 1), np.float32), (1.0, 0.0), (1.0, 0.0)
+        self.prototypes_, self.prototype_stats_ = np.zeros((0, 1), np.float32), np.zeros((0, 2), np.float32)
+        self.image_scale_, self.text_scale_ = (1.0, 0.0), (1.0, 0.0)
         img_lp, val_features = self._image_outputs(val_images)
+        reference = [i for c in range(len(classes)) for i in np.flatnonzero(y == c)[:REFERENCE_PER_CLASS]]
+        self.novelty_ = NearestNeighbourNovelty(quantile=self.novelty_quantile).fit(
+            self.image_.predict([images[i] for i in reference])[1], val_features)
         self._fit_image_scale(img_lp, val_features, vy, pictures, images, y)
         self.text_ = TextBranch(self.text, self._lexicon())
         self.card_text_ = create_matcher("card_text").fit(self.cards_) if self.cards_ else None
@@ -190,9 +194,6 @@ class PillClassifier:
         self.validation_ = {"y": vy, "image": img_lp, "text": txt_lp, "fused_cv": fused_cv, "has_text": has,
                             "text_confidence": conf, "answer": fused_cv if self.fusion_.active else img_lp}
         self._calibrate(vy, img_lp, txt_lp, fused_cv, has)
-        reference = [i for c in range(len(classes)) for i in np.flatnonzero(y == c)[:REFERENCE_PER_CLASS]]
-        self.novelty_ = NearestNeighbourNovelty(quantile=self.novelty_quantile).fit(
-            self.image_.predict([images[i] for i in reference])[1], val_features)
         return self
 
     def add_products(self, cards: str | Path | dict, photos: Any = None) -> "PillClassifier":
@@ -222,7 +223,10 @@ class PillClassifier:
             features = self.image_.predict(card_pictures(card) + shots.get(c, []))[1]
             protos.append(prototype(features) if len(features) else np.zeros(width))
             refs.append(features.reshape(-1, width))
+        protos = np.asarray(protos, np.float32)
+        stats = background_stats(protos, self.novelty_.reference_.astype(np.float32))
         self.prototypes_ = np.vstack([self.prototypes_.reshape(-1, width), protos]).astype(np.float32)
+        self.prototype_stats_ = np.vstack([self.prototype_stats_.reshape(-1, 2), stats]).astype(np.float32)
         self.novelty_.reference_ = np.vstack([self.novelty_.reference_, *[
             (r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)).astype(np.float16) for r in refs]])
         self.classes_ = [*self.classes_, *new]
@@ -242,7 +246,8 @@ class PillClassifier:
             pretend = [k for k in range(len(self.classes_)) if (train_y == k).any()]
             refs = [[images[int(np.flatnonzero(train_y == k)[0])]] for k in pretend]
         protos = np.stack([prototype(self.image_.predict(r)[1]) for r in refs]) if refs else np.zeros((0, 1))
-        self.image_scale_ = fit_enrol_scale(img_lp, cosine(features, protos), y, pretend)
+        stats = background_stats(protos, self.novelty_.reference_.astype(np.float32))
+        self.image_scale_ = fit_enrol_scale(img_lp, similarity(features, protos, stats), y, pretend)
 
     def _calibrate(self, y: np.ndarray, img_lp: np.ndarray, txt_lp: np.ndarray, fused_lp: np.ndarray,
                    has_text: np.ndarray) -> None:
@@ -310,7 +315,8 @@ class PillClassifier:
         logits, features = self.image_.predict(images)
         logp = log_softmax(logits.astype(np.float64))
         if len(self.enrolled_):  # trained classes' log-probs beside enrolled ones' scaled picture similarity
-            extra = self.image_scale_[0] * cosine(features, self.prototypes_) + self.image_scale_[1]
+            extra = self.image_scale_[0] * similarity(features, self.prototypes_, self.prototype_stats_) \
+                + self.image_scale_[1]
             # a class enrolled without any picture: the image branch gives it an even share, no more
             blind = ~np.asarray(self.prototypes_).any(axis=1)
             logp = log_softmax(np.hstack([logp, np.where(blind[None, :], -np.log(logp.shape[1]), extra)]))
@@ -487,6 +493,7 @@ class PillClassifier:
             tensors["text_pool.params"] = torch.as_tensor(self.text_pool_.params_)
         if self.enrolled_:
             tensors["enrol.prototypes"] = torch.as_tensor(self.prototypes_)
+            tensors["enrol.prototype_stats"] = torch.as_tensor(self.prototype_stats_)
         tensors["novelty.reference"] = torch.as_tensor(self.novelty_.reference_)
         save_file(tensors, str(d / WEIGHTS_FILE))
         config = {"multipill_version": __version__, "params": self.get_params(), "classes": self.classes_,
@@ -534,6 +541,8 @@ class PillClassifier:
         clf.text_scale_ = tuple(config.get("text_scale", (1.0, 0.0)))
         clf.prototypes_ = (tensors["enrol.prototypes"].numpy() if "enrol.prototypes" in tensors
                            else np.zeros((0, 1), np.float32))
+        clf.prototype_stats_ = (tensors["enrol.prototype_stats"].numpy() if "enrol.prototype_stats" in tensors
+                                else np.zeros((0, 2), np.float32))
         # models saved before calibration existed answer uncalibrated and never abstain until calibrate()
         clf.temperatures_ = config.get("temperatures", {"image": 1.0, "text": 1.0, "fused": 1.0})
         clf.threshold_ = config.get("certainty_threshold", to_certainty(config.get("threshold", 0.0)))

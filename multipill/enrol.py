@@ -22,6 +22,18 @@ def cosine(features: np.ndarray, prototypes: np.ndarray) -> np.ndarray:
     return normalise(features) @ normalise(prototypes).T if len(prototypes) else np.zeros((len(features), 0))
 
 
+def background_stats(prototypes: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """(n_prototypes, 2): mean and spread of each prototype's similarity to photos of other products."""
+    cos = cosine(background, prototypes)
+    return np.stack([cos.mean(0), np.maximum(cos.std(0), 1e-6)], axis=1) if len(cos) else np.zeros((0, 2))
+
+
+def similarity(features: np.ndarray, prototypes: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """Cosine to each prototype in units of its spread above its background mean: a prototype of shop photos
+    is near every shop photo, a studio picture near none, and this puts both on one footing."""
+    return (cosine(features, prototypes) - stats[:, 0]) / stats[:, 1]
+
+
 def fit_enrol_scale(logits: np.ndarray, scores: np.ndarray, y: np.ndarray, pretend: Sequence[int]
                     ) -> tuple[float, float]:
     """Scale and shift that put an enrolled class's score (picture similarity, card-text match) on the

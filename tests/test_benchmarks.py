@@ -115,7 +115,8 @@ def test_cards_quick(shared_data, tmp_path):
     _run("cards.py", tmp_path, "--work", str(tmp_path / "models"))
     saved = json.loads((tmp_path / "cards_quick.json").read_text())
     result = saved["result"]
-    assert list(result["a"]) == ["no cards", "card text", "card text + pictures"]
+    assert list(result["a"]) == ["no cards", "card pictures as prototypes", "card text", "card text + pictures"]
+    assert 0 <= result["a"].pop("card pictures as prototypes")["accuracy"] <= 1
     for r in result["a"].values():
         assert r["n"] == 12 and all(0 <= r[b]["accuracy"] <= 1 for b in ("image", "text", "fused"))
     # the same image branch with and without card text: card text changes only the text and fused answers
@@ -124,6 +125,7 @@ def test_cards_quick(shared_data, tmp_path):
     assert len(enrolled) == 2 and set(result["bc"]) == {"0", "1"}
     for r in result["bc"].values():
         assert r["enrolled"]["n"] > 0 and r["others_before"]["n"] == r["others_after"]["n"] > 0
+        assert r["enrolled_val"]["n"] <= r["enrolled"]["n"]
     # one photo per enrolled class is taken from the photos reported
     assert result["bc"]["1"]["enrolled"]["n"] == result["bc"]["0"]["enrolled"]["n"] - 2
     assert (tmp_path / "cards_quick.png").exists()
