@@ -81,8 +81,3 @@ class CardTextMatcher:
                 out[i, known] = (sim[:, None, :] * member[None]).max(axis=2).sum(axis=0)
         out[:, known] *= self.norm_[[rows[j] for j in known]]
         return out
-
-    def state(self) -> dict:
-        """JSON-able index (the card texts are saved with the model, so refitting rebuilds it exactly)."""
-        return {"min_similarity": self.min_similarity, "partial_from": self.partial_from,
-                "description_weight": self.description_weight, "length_power": self.length_power}

@@ -212,7 +212,8 @@ class PillClassifier:
             splits = self._samples(photos)
             images, labels, _ = decode(pick(splits, ("train",)) or next(iter(splits.values())))
             for im, lab in zip(images, labels):
-                shots.setdefault(lab, []).append(im) if lab in new else None
+                if lab in new:
+                    shots.setdefault(lab, []).append(im)
         if self.card_text_ is None:
             warnings.warn("this model was fitted without product cards, so it has not learned how card text "
                           "compares with what it learned from photos: enrolled products are matched by their "
