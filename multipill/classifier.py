@@ -228,8 +228,7 @@ class PillClassifier:
         stats = background_stats(protos, self.novelty_.reference_.astype(np.float32))
         self.prototypes_ = np.vstack([self.prototypes_.reshape(-1, width), protos]).astype(np.float32)
         self.prototype_stats_ = np.vstack([self.prototype_stats_.reshape(-1, 2), stats]).astype(np.float32)
-        self.novelty_.reference_ = np.vstack([self.novelty_.reference_, *[
-            (r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)).astype(np.float16) for r in refs]])
+        self.novelty_.extend(np.vstack(refs))
         self.classes_ = [*self.classes_, *new]
         self.enrolled_ = [*self.enrolled_, *new]
         self.cards_ = {**self.cards_, **new}

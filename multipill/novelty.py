@@ -26,6 +26,11 @@ class NearestNeighbourNovelty:
         self.threshold_ = float(np.quantile(scores, self.quantile)) if len(scores) else 1.0
         return self
 
+    def extend(self, features: np.ndarray) -> "NearestNeighbourNovelty":
+        """Add reference images (e.g. an enrolled product's pictures) without moving the threshold."""
+        self.reference_ = np.vstack([self.reference_, _normalise(features).astype(np.float16)])
+        return self
+
     def score(self, features: np.ndarray) -> np.ndarray:
         if not len(features) or not len(self.reference_):
             return np.zeros(len(features))
