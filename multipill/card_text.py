@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -24,6 +24,19 @@ def tokens(text: str) -> list[str]:
     return sorted(percents | {w for w in words if len(w) >= MIN_TOKEN and " " not in w})
 
 
+def frequent_words(texts: Sequence[str], labels: Sequence, share: float = 1 / 3) -> dict:
+    """Per label, the words read on at least `share` of its photos that have any text: what a class without a
+    card shows on every pack (its name, its form, "tablet"), so that a word on a new product's card which the
+    trained products' packs show too is not taken for evidence of the new one."""
+    seen: dict = {}
+    for text, label in zip(texts, labels):
+        words = tokens(text)
+        if words:
+            seen.setdefault(label, []).append(set(words))
+    return {label: sorted(w for w in set().union(*bags) if sum(w in b for b in bags) >= share * len(bags))
+            for label, bags in seen.items()}
+
+
 class CardTextMatcher:
     """Each OCR word votes for the cards holding a word like it, weighted by how rare that word is among cards.
 
@@ -37,8 +50,11 @@ class CardTextMatcher:
         self.min_similarity, self.partial_from = min_similarity, partial_from
         self.description_weight, self.length_power = description_weight, length_power
 
-    def fit(self, cards: dict[str, ProductCard]) -> "CardTextMatcher":
-        """Index the cards' words: printed names count fully, description words `description_weight`."""
+    def fit(self, cards: dict[str, ProductCard], seen: Optional[dict[str, list[str]]] = None) -> "CardTextMatcher":
+        """Index the cards' words: printed names count fully, description words `description_weight`.
+
+        `seen`: words read on a class's photos (`frequent_words`); they count only towards how common a word is.
+        """
         self.classes_ = list(cards)
         per_class = [{**{t: self.description_weight for t in tokens(cards[c].description)},
                       **{t: 1.0 for t in tokens(cards[c].printed_text())}} for c in self.classes_]
@@ -47,7 +63,11 @@ class CardTextMatcher:
         self.membership_ = np.zeros((len(self.classes_), len(self.vocabulary_)), np.float32)
         for c, ts in enumerate(per_class):
             self.membership_[c, [index[t] for t in ts]] = list(ts.values())
-        df = (self.membership_ > 0).sum(0)
+        present = self.membership_ > 0
+        for label, words in (seen or {}).items():
+            if label in self.classes_:
+                present[self.classes_.index(label), [index[w] for w in words if w in index]] = True
+        df = present.sum(0)
         self.idf_ = np.log((1 + len(self.classes_)) / (1 + df)).astype(np.float32) + 1.0
         # long cards have more words for OCR noise to land on: their sums are shrunk by length ** power
         self.norm_ = np.maximum(self.membership_.sum(1), 1.0) ** -self.length_power

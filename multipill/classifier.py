@@ -11,13 +11,15 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from scipy.special import logsumexp
 
 from . import __version__
 from .backbones import DEFAULT_BACKBONE
 from .calibration import (apply_temperature, certainty, choose_threshold, expected_calibration_error,
                           fit_temperature, reliability_bins, risk_coverage, to_certainty, to_probability)
+from .card_text import frequent_words
 from .matchers import create_matcher
-from .cards import WARNING, card_pictures, cards_lexicon, load_cards
+from .cards import WARNING, ProductCard, card_pictures, cards_lexicon, load_cards
 from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split
 from .enrol import background_stats, fit_enrol_scale, prototype, similarity
 from .explain import Explanation
@@ -33,6 +35,8 @@ from .vision import ImageBranch
 
 CONFIG_FILE, WEIGHTS_FILE, CARDS_FILE = "multipill.json", "model.safetensors", "cards.json"
 REFERENCE_PER_CLASS = 100  # training images per class kept as the novelty detector's reference
+# held-out outputs saved with the model, so that enrolling products later can refit the abstention threshold
+HELD_OUT = ("y", "image", "text", "fused_cv", "has_text", "text_confidence", "features")
 
 
 @dataclass
@@ -163,7 +167,8 @@ class PillClassifier:
             self.image_.predict([images[i] for i in reference])[1], val_features)
         self._fit_image_scale(img_lp, val_features, vy, pictures, images, y)
         self.text_ = TextBranch(self.text, self._lexicon())
-        self.card_text_ = create_matcher("card_text").fit(self.cards_) if self.cards_ else None
+        self.read_words_: dict[str, list[str]] = {}
+        self.card_text_ = None
         self.fusion_, self.text_pool_ = LogLinearFusion(seed=self.seed), LogLinearFusion(seed=self.seed)
         if self.fusion:
             reader = self._reader()
@@ -172,15 +177,19 @@ class PillClassifier:
             train_ocr = reader.read([images[i] for i in read], "OCR train")
             val_ocr = reader.read(val_images, "OCR validation")
             self.text_.fit([r.text for r in train_ocr], y[read], classes)
+            self.read_words_ = {classes[k]: w for k, w in frequent_words([r.text for r in train_ocr], y[read]).items()
+                                if classes[k] not in self.cards_}
+            self.card_text_ = self._card_matcher()
             learned, card_scores, conf, has = self._text_parts(val_ocr)
-            if self.card_text_ is None:
+            if not self.cards_:
                 self.text_pool_.off("no product cards")
-                txt_lp = learned
             else:  # card knowledge joins what was learned from photos where cross-validation says it helps
                 self.text_pool_.fit(learned, log_softmax(card_scores), conf, has, vy)
-                txt_lp = self.text_pool_.oof_ if self.text_pool_.active else learned
-                pretend = [k for k, c in enumerate(classes) if c in self.cards_]
-                self.text_scale_ = fit_enrol_scale(txt_lp[has], card_scores[has][:, pretend], vy[has], pretend)
+            txt_lp = self.text_pool_.oof_ if self.text_pool_.active else learned
+            # how a card's text match compares with the text branch: learned by pretending each class was enrolled
+            # (a class without a card by its name, as a minimal card holds)
+            pretend = list(range(len(classes)))
+            self.text_scale_ = fit_enrol_scale(txt_lp[has], card_scores[has], vy[has], pretend)
             self.fusion_.fit(img_lp, txt_lp, conf, has, vy)
         else:
             self.text_.fit([], np.array([], int), classes)
@@ -192,7 +201,9 @@ class PillClassifier:
         # "answer": what the fitted model would answer (fused out-of-fold if fusion stayed on, else image)
         fused_cv = self.fusion_.oof_ if self.fusion else img_lp
         self.validation_ = {"y": vy, "image": img_lp, "text": txt_lp, "fused_cv": fused_cv, "has_text": has,
-                            "text_confidence": conf, "answer": fused_cv if self.fusion_.active else img_lp}
+                            "text_confidence": conf, "answer": fused_cv if self.fusion_.active else img_lp,
+                            "features": val_features.astype(np.float16),
+                            "texts": [r.text for r in val_ocr] if self.fusion else [""] * len(vy)}
         self._calibrate(vy, img_lp, txt_lp, fused_cv, has)
         return self
 
@@ -215,9 +226,8 @@ class PillClassifier:
                 if lab in new:
                     shots.setdefault(lab, []).append(im)
         if self.card_text_ is None:
-            warnings.warn("this model was fitted without product cards, so it has not learned how card text "
-                          "compares with what it learned from photos: enrolled products are matched by their "
-                          "pictures only; refit with cards= to use their printed names")
+            warnings.warn("this model was fitted without its text branch (fusion=False): enrolled products are "
+                          "matched by their pictures only")
         width = self.novelty_.reference_.shape[1]
         protos, refs = [], []
         for c, card in new.items():
@@ -232,9 +242,38 @@ class PillClassifier:
         self.classes_ = [*self.classes_, *new]
         self.enrolled_ = [*self.enrolled_, *new]
         self.cards_ = {**self.cards_, **new}
-        self.card_text_ = create_matcher("card_text").fit(self.cards_)
+        self.card_text_ = self._card_matcher()
         self.fusion_.add_classes(len(new))
+        self._recalibrate_enrolled()
         return self
+
+    def _recalibrate_enrolled(self) -> None:
+        """Temperatures and abstention threshold refitted on the held-out photos with the enrolled classes beside
+        the trained ones: enrolled classes take a share of every answer's probability, so a threshold chosen
+        without them would withhold answers the model is as sure of as before."""
+        v = getattr(self, "validation_", {})
+        if "features" not in v:
+            warnings.warn("this model holds no held-out photos to refit its abstention threshold with the enrolled "
+                          "products: call calibrate() with labelled photos")
+            return
+        img = self._image_with_enrolled(v["image"], v["features"].astype(np.float32))
+        cards = (self.card_text_.scores(v["texts"], self.classes_).astype(np.float64) if self.card_text_ is not None
+                 else np.zeros((len(v["y"]), len(self.classes_))))
+        txt = self._text_with_enrolled(v["text"], cards)
+        k = v["image"].shape[1]
+        # the trained classes keep their cross-fitted fused answer; enrolled ones join at their fused share
+        fused_in = self.fusion_.predict_log_proba(img, txt, v["text_confidence"], v["has_text"])
+        extra = fused_in[:, k:] - logsumexp(fused_in[:, :k], axis=1, keepdims=True)
+        fused = log_softmax(np.hstack([v["fused_cv"], extra]))
+        self._calibrate(v["y"], img, txt, fused, v["has_text"])
+
+    def _card_matcher(self):
+        """Card text matcher over every class; a class without a card is matched by its name (a minimal card), and
+        what its training photos show makes those words common (a new card's "tablet" is no evidence)."""
+        if not self.fusion:
+            return None
+        cards = {c: self.cards_.get(c) or ProductCard(c) for c in self.classes_}
+        return create_matcher("card_text").fit(cards, seen=self.read_words_)
 
     def _fit_image_scale(self, img_lp: np.ndarray, features: np.ndarray, y: np.ndarray,
                          pictures: dict[str, list], images: list, train_y: np.ndarray) -> None:
@@ -269,7 +308,7 @@ class PillClassifier:
         report: dict[str, Any] = {"chosen_by": "target_accuracy" if self.abstain_threshold is None
                                   else "abstain_threshold", "validation_n": int(len(sure)),
                                   "validation_coverage": float(answered.mean()) if len(sure) else 0.0,
-                                  "withhold_all_reason": None}
+                                  "with_enrolled": list(self.enrolled_), "withhold_all_reason": None}
         if len(sure) and not answered.any():
             if self.abstain_threshold is None:
                 best = 1 - min(risk_coverage(sure, correct)["risk"])
@@ -313,14 +352,17 @@ class PillClassifier:
     def _image_outputs(self, images) -> tuple[np.ndarray, np.ndarray]:
         """Image-branch log-probabilities and the pooled features the novelty detector compares."""
         logits, features = self.image_.predict(images)
-        logp = log_softmax(logits.astype(np.float64))
-        if len(self.enrolled_):  # trained classes' log-probs beside enrolled ones' scaled picture similarity
-            extra = self.image_scale_[0] * similarity(features, self.prototypes_, self.prototype_stats_) \
-                + self.image_scale_[1]
-            # a class enrolled without any picture: the image branch gives it an even share, no more
-            blind = ~np.asarray(self.prototypes_).any(axis=1)
-            logp = log_softmax(np.hstack([logp, np.where(blind[None, :], -np.log(logp.shape[1]), extra)]))
-        return logp, features
+        return self._image_with_enrolled(log_softmax(logits.astype(np.float64)), features), features
+
+    def _image_with_enrolled(self, logp: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Trained classes' log-probs beside enrolled ones' scaled picture similarity."""
+        if not len(self.enrolled_):
+            return logp
+        extra = self.image_scale_[0] * similarity(features, self.prototypes_, self.prototype_stats_) \
+            + self.image_scale_[1]
+        # a class enrolled without any picture: the image branch gives it an even share, no more
+        blind = ~np.asarray(self.prototypes_).any(axis=1)
+        return log_softmax(np.hstack([logp, np.where(blind[None, :], -np.log(logp.shape[1]), extra)]))
 
     def _text_parts(self, ocr: Sequence[OCRResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Log-probs learned from photos (trained classes), card-match scores (every class), OCR confidence,
@@ -335,10 +377,15 @@ class PillClassifier:
     def _text_branch(self, learned: np.ndarray, cards: np.ndarray, conf: np.ndarray, has: np.ndarray) -> np.ndarray:
         """Learned text pooled with card text where that helped; enrolled classes by their card match alone."""
         k = learned.shape[1]
-        out = self.text_pool_.predict_log_proba(learned, log_softmax(cards[:, :k]), conf, has)
-        if len(self.enrolled_):
-            out = log_softmax(np.hstack([out, self.text_scale_[0] * cards[:, k:] + self.text_scale_[1]]))
-        return out
+        return self._text_with_enrolled(self.text_pool_.predict_log_proba(learned, log_softmax(cards[:, :k]),
+                                                                          conf, has), cards)
+
+    def _text_with_enrolled(self, logp: np.ndarray, cards: np.ndarray) -> np.ndarray:
+        """Trained classes' text log-probs beside enrolled ones' scaled card-text match."""
+        if not len(self.enrolled_):
+            return logp
+        k = logp.shape[1]
+        return log_softmax(np.hstack([logp, self.text_scale_[0] * cards[:, k:] + self.text_scale_[1]]))
 
     def _text_features(self, ocr: Sequence[OCRResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The text branch's log-probs, OCR confidence, and whether text was read."""
@@ -495,18 +542,21 @@ class PillClassifier:
             tensors["enrol.prototypes"] = torch.as_tensor(self.prototypes_)
             tensors["enrol.prototype_stats"] = torch.as_tensor(self.prototype_stats_)
         tensors["novelty.reference"] = torch.as_tensor(self.novelty_.reference_)
+        held_out = getattr(self, "validation_", {})
+        tensors.update({f"validation.{k}": torch.as_tensor(np.array(held_out[k]))  # a copy: arrays may be shared
+                        for k in HELD_OUT if k in held_out})
         save_file(tensors, str(d / WEIGHTS_FILE))
         config = {"multipill_version": __version__, "params": self.get_params(), "classes": self.classes_,
                   "ocr_settings": self._reader().engine.settings(), "text_branch": self.text_.config(),
                   "fusion_report": self.fusion_.report_, "text_pool_report": self.text_pool_.report_,
                   "enrolled": self.enrolled_, "image_scale": list(self.image_scale_),
-                  "text_scale": list(self.text_scale_),
+                  "text_scale": list(self.text_scale_), "read_words": self.read_words_,
                   "image_history": self.image_.history_,
                   "temperatures": self.temperatures_, "threshold": to_probability(self.threshold_),
                   "certainty_threshold": self.threshold_ if np.isfinite(self.threshold_) else None,
                   "novelty": {"k": self.novelty_.k, "quantile": self.novelty_.quantile,
                               "threshold": self.novelty_.threshold_},
-                  "calibration": self.calibration_}
+                  "calibration": self.calibration_, "validation_texts": held_out.get("texts")}
         (d / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         (d / CARDS_FILE).write_text(json.dumps({c: card.to_json() for c, card in self.cards_.items()}, indent=2))
         return d
@@ -535,8 +585,9 @@ class PillClassifier:
         clf.text_pool_.params_ = tensors["text_pool.params"].numpy() if "text_pool.params" in tensors else None
         clf.text_pool_.report_ = config.get("text_pool_report", {"decision": "no product cards"})
         clf.cards_ = load_cards(d / CARDS_FILE) if (d / CARDS_FILE).exists() else {}
-        clf.card_text_ = create_matcher("card_text").fit(clf.cards_) if clf.cards_ else None
         clf.enrolled_ = config.get("enrolled", [])
+        clf.read_words_ = config.get("read_words", {})
+        clf.card_text_ = clf._card_matcher()
         clf.image_scale_ = tuple(config.get("image_scale", (1.0, 0.0)))
         clf.text_scale_ = tuple(config.get("text_scale", (1.0, 0.0)))
         clf.prototypes_ = (tensors["enrol.prototypes"].numpy() if "enrol.prototypes" in tensors
@@ -553,6 +604,10 @@ class PillClassifier:
         clf.novelty_.reference_ = (tensors["novelty.reference"].numpy() if "novelty.reference" in tensors
                                    else np.zeros((0, 1), np.float16))
         clf.novelty_.threshold_ = float(novelty["threshold"])
+        if "validation.y" in tensors:  # the held-out photos' outputs: enrolment refits the threshold on them
+            clf.validation_ = {k: tensors[f"validation.{k}"].numpy() for k in HELD_OUT}
+            clf.validation_["texts"] = config["validation_texts"]
+            clf.validation_["answer"] = clf.validation_["fused_cv" if clf.fusion_.active else "image"]
         return clf
 
     def calibrate(self, data: Any, reference: Any = None, split: Optional[str] = None) -> "PillClassifier":

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from multipill import PillClassifier
-from multipill.card_text import CardTextMatcher, tokens
+from multipill.card_text import CardTextMatcher, frequent_words, tokens
 from multipill.cards import ProductCard, load_cards
 from multipill.cli import main
 from multipill.matchers import create_matcher, list_matchers
@@ -73,15 +73,33 @@ def test_card_text_matcher_tolerates_ocr_noise():
     assert not s[3].any() and not s[4].any()  # no text, or nothing like any card: no evidence
 
 
+def test_words_every_pack_shows_are_no_evidence_for_a_new_card():
+    seen = frequent_words(["BIOFLU Tablet 500mg", "Bioflu tablet", "BIOFLU", "BIOFLU TABLET", "",
+                           "NEOZEP Tablet", "Neozep tabiet"], ["Bioflu"] * 5 + ["Neozep"] * 2)
+    # 500mg is on one of four photos with text; "tabiet" is "tablet" once OCR-confusable glyphs are folded
+    assert seen == {"Bioflu": tokens("bioflu tablet"), "Neozep": tokens("neozep tablet")}
+    cards = {"Bioflu": ProductCard("Bioflu"), "Neozep": ProductCard("Neozep"),
+             "Biogesic": ProductCard("Biogesic", aliases=["tablet"])}
+    plain, informed = CardTextMatcher().fit(cards), CardTextMatcher().fit(cards, seen=seen)
+    for m in (plain, informed):
+        assert m.scores(["BIOGESIC tablet"], list(cards))[0].argmax() == 2
+    tablet = [m.scores(["NEOZEP Tablet"], ["Biogesic"])[0, 0] for m in (plain, informed)]
+    assert tablet[1] < tablet[0]
+
+
+def three_products(packs, folder):
+    """Bioflu, Neozep and Decolgen's train and validation packs: Biogesic is left to be enrolled."""
+    for split in ("train", "validation"):
+        for cls in ("Bioflu", "Neozep", "Decolgen"):
+            shutil.copytree(packs / split / cls, folder / split / cls)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def enrolled(packs, tmp_path_factory):
     """Trained on three products; Biogesic enrolled from its seed card and one studio-like picture."""
     tmp = tmp_path_factory.mktemp("enrol")
-    train = tmp / "train"
-    for split in ("train", "validation"):
-        for cls in ("Bioflu", "Neozep", "Decolgen"):
-            shutil.copytree(packs / split / cls, train / split / cls)
-    clf = PillClassifier(**SMALL).fit(train)
+    clf = PillClassifier(**SMALL).fit(three_products(packs, tmp / "train"))
     product = next(p for p in SEED_PRODUCTS if p.brand == "Biogesic")
     card = load_cards("seed")["Biogesic"].to_json()
     picture, _ = render_pack(product, np.random.default_rng(99), 256, kind="box", upright=True)
@@ -180,11 +198,41 @@ def test_clip_matcher_plumbing(tiny_clip, tmp_path, monkeypatch):
     assert time.time() - start < 10
 
 
-def test_minimal_card_without_pictures_enrols_by_its_printed_name(enrolled, packs, tmp_path):
-    clf, _, _ = enrolled
+@pytest.fixture(scope="module")
+def trained_without_cards(packs, tmp_path_factory):
+    """Trained on three products with no product cards: their class names are all its card matcher knows."""
+    return PillClassifier(**SMALL, cards=None).fit(three_products(packs, tmp_path_factory.mktemp("nocards")))
+
+
+@pytest.mark.parametrize("fitted", ["enrolled", "trained_without_cards"])
+def test_minimal_card_without_pictures_enrols_by_its_printed_name(fitted, request, packs, tmp_path):
+    clf = request.getfixturevalue(fitted)
+    clf = clf[0] if isinstance(clf, tuple) else clf
     write_card(tmp_path / "cards" / "Biogesic", "Biogesic", description="Biogesic tablet", extra="Form: tablet")
     model = PillClassifier.load(clf.save(tmp_path / "m")).add_products(tmp_path / "cards")
     assert not model.prototypes_.any()  # no picture: the image branch gives it an even share only
     preds = model.predict(sorted((packs / "test" / "Biogesic").glob("*.png")))
     assert np.mean([p.label == "Biogesic" for p in preds]) >= 0.7, [p.top_k[:2] for p in preds]
+    # "tablet" on the new card is printed on the trained packs too: it does not pull their photos to Biogesic
+    known = sorted(p for c in ("Bioflu", "Neozep", "Decolgen") for p in (packs / "test" / c).glob("*.png"))
+    kept = np.mean([a.label == b.label for a, b in zip(model.predict(known), clf.predict(known))])
+    assert kept >= 0.9, kept
     assert {p.card["dosage_form"]["value"] for p in preds if p.label == "Biogesic"} == {"tablet"}
+
+
+def test_enrolment_refits_the_abstention_threshold_on_the_held_out_photos(trained_without_cards, tmp_path):
+    clf = trained_without_cards
+    model = PillClassifier.load(clf.save(tmp_path / "m"))
+    for key, value in clf.validation_.items():  # the held-out outputs travel with the model
+        assert np.array_equal(np.asarray(model.validation_[key]), np.asarray(value)), key
+    assert model.calibration_["threshold"]["with_enrolled"] == []
+    model.add_products({"Biogesic": {"description": "Biogesic tablet"}})
+    report = model.calibration_["threshold"]
+    assert report["with_enrolled"] == ["Biogesic"] and report["validation_n"] == len(clf.validation_["y"])
+    assert PillClassifier.load(model.save(tmp_path / "e")).threshold_ == model.threshold_
+    # a model without held-out outputs keeps its threshold and says what to do
+    older = PillClassifier.load(tmp_path / "m")
+    del older.validation_
+    with pytest.warns(UserWarning, match="call calibrate"):
+        older.add_products({"Biogesic": {"description": "Biogesic tablet"}})
+    assert older.calibration_["threshold"]["with_enrolled"] == []
