@@ -1,6 +1,8 @@
 """Confidence that means what it says: temperature scaling, calibration error, abstention threshold."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
@@ -51,12 +53,18 @@ def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 15
             for b in range(bins) if (which == b).any()]
 
 
-def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> dict[str, list[float]]:
-    """Answering the k most confident cases, k = 1..n: coverage, error rate among them, threshold."""
+def risk_coverage(confidence: np.ndarray, correct: np.ndarray, weight: Optional[np.ndarray] = None
+                  ) -> dict[str, list[float]]:
+    """Answering the k most confident cases, k = 1..n: coverage, error rate among them, threshold.
+
+    `weight`: how much each case counts (cases standing for more or fewer photos than one); equal by default.
+    """
     order = np.argsort(-np.asarray(confidence, float), kind="stable")
     ok = np.asarray(correct, float)[order]
-    k = np.arange(1, len(ok) + 1)
-    return {"coverage": (k / max(len(ok), 1)).tolist(), "risk": (1 - np.cumsum(ok) / k).tolist(),
+    w = np.ones(len(ok)) if weight is None else np.asarray(weight, float)[order]
+    k = np.cumsum(w)
+    total = k[-1] if len(k) else 1.0
+    return {"coverage": (k / total).tolist(), "risk": (1 - np.cumsum(ok * w) / k).tolist(),
             "threshold": np.asarray(confidence, float)[order].tolist()}
 
 
@@ -83,7 +91,8 @@ def to_probability(certainty_nats: float) -> float:
     return float(-np.expm1(-certainty_nats))
 
 
-def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_accuracy: float) -> float:
+def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_accuracy: float,
+                     weight: Optional[np.ndarray] = None) -> float:
     """Lowest threshold on a confidence score (probability or certainty) reaching `target_accuracy` held out.
 
     Ties are kept together (a threshold answers every case at or above it). When no threshold reaches
@@ -92,7 +101,7 @@ def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_accurac
     conf = np.asarray(confidence, float)
     if not len(conf):
         return 0.0
-    curve = risk_coverage(conf, correct)
+    curve = risk_coverage(conf, correct, weight)
     thresholds, risk = np.array(curve["threshold"]), np.array(curve["risk"])
     last_of_tie = np.r_[thresholds[1:] != thresholds[:-1], True]
     ok = np.flatnonzero(last_of_tie & (1 - risk >= target_accuracy - 1e-12))

@@ -6,7 +6,7 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from .card_text import frequent_words
 from .matchers import create_matcher
 from .cards import WARNING, ProductCard, card_pictures, cards_lexicon, load_cards
 from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split
-from .enrol import background_stats, fit_enrol_scale, prototype, similarity
+from .enrol import as_enrolled, background_stats, fit_enrol_scale, prototype, similarity
 from .explain import Explanation
 from .fusion import LogLinearFusion
 from .images import ImageInput, load_image
@@ -36,7 +36,8 @@ from .vision import ImageBranch
 CONFIG_FILE, WEIGHTS_FILE, CARDS_FILE = "multipill.json", "model.safetensors", "cards.json"
 REFERENCE_PER_CLASS = 100  # training images per class kept as the novelty detector's reference
 # held-out outputs saved with the model, so that enrolling products later can refit the abstention threshold
-HELD_OUT = ("y", "image", "text", "fused_cv", "has_text", "text_confidence", "features")
+HELD_OUT = ("y", "image", "text", "fused_cv", "has_text", "text_confidence", "features", "pretend_image",
+            "pretend_classes")
 
 
 @dataclass
@@ -165,7 +166,7 @@ class PillClassifier:
         reference = [i for c in range(len(classes)) for i in np.flatnonzero(y == c)[:REFERENCE_PER_CLASS]]
         self.novelty_ = NearestNeighbourNovelty(quantile=self.novelty_quantile).fit(
             self.image_.predict([images[i] for i in reference])[1], val_features)
-        self._fit_image_scale(img_lp, val_features, vy, pictures, images, y)
+        pretend_image, pretend = self._fit_image_scale(img_lp, val_features, vy, pictures, images, y)
         self.text_ = TextBranch(self.text, self._lexicon())
         self.read_words_: dict[str, list[str]] = {}
         self.card_text_ = None
@@ -203,6 +204,7 @@ class PillClassifier:
         self.validation_ = {"y": vy, "image": img_lp, "text": txt_lp, "fused_cv": fused_cv, "has_text": has,
                             "text_confidence": conf, "answer": fused_cv if self.fusion_.active else img_lp,
                             "features": val_features.astype(np.float16),
+                            "pretend_image": pretend_image.astype(np.float32), "pretend_classes": np.array(pretend),
                             "texts": [r.text for r in val_ocr] if self.fusion else [""] * len(vy)}
         self._calibrate(vy, img_lp, txt_lp, fused_cv, has)
         return self
@@ -252,7 +254,7 @@ class PillClassifier:
         the trained ones: enrolled classes take a share of every answer's probability, so a threshold chosen
         without them would withhold answers the model is as sure of as before."""
         v = getattr(self, "validation_", {})
-        if "features" not in v:
+        if not all(k in v for k in HELD_OUT):
             warnings.warn("this model holds no held-out photos to refit its abstention threshold with the enrolled "
                           "products: call calibrate() with labelled photos")
             return
@@ -265,7 +267,27 @@ class PillClassifier:
         fused_in = self.fusion_.predict_log_proba(img, txt, v["text_confidence"], v["has_text"])
         extra = fused_in[:, k:] - logsumexp(fused_in[:, :k], axis=1, keepdims=True)
         fused = log_softmax(np.hstack([v["fused_cv"], extra]))
-        self._calibrate(v["y"], img, txt, fused, v["has_text"])
+        self._calibrate(v["y"], img, txt, fused, v["has_text"], lambda: self._as_if_enrolled(v, cards))
+
+    def _as_if_enrolled(self, v: dict, cards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Certainty and correctness of each held-out photo answered as if its product had been enrolled from
+        its card rather than trained (other enrolled products aside): how enrolled products' photos fare,
+        mistaken for trained lookalikes included, which the trained products' photos alone cannot show."""
+        n = v["image"].shape[1]
+        picture = {int(k): j for j, k in enumerate(v["pretend_classes"])}
+        sure, right = [], []
+        for k in np.unique(v["y"]):
+            rows = v["y"] == k
+            seen = (self.image_scale_[0] * v["pretend_image"][rows, picture[k]] + self.image_scale_[1]
+                    if k in picture else np.full(rows.sum(), -np.log(n)))
+            img = as_enrolled(v["image"][rows], k, seen)
+            txt = as_enrolled(v["text"][rows], k, self.text_scale_[0] * cards[rows, k] + self.text_scale_[1])
+            has = v["has_text"][rows]
+            final = self._final(img, self.fusion_.predict_log_proba(img, txt, v["text_confidence"][rows], has,
+                                                                    unbiased=[k]), has)
+            sure.append(certainty(final))
+            right.append(final.argmax(1) == k)
+        return np.concatenate(sure), np.concatenate(right)
 
     def _card_matcher(self):
         """Card text matcher over every class; a class without a card is matched by its name (a minimal card), and
@@ -276,9 +298,10 @@ class PillClassifier:
         return create_matcher("card_text").fit(cards, seen=self.read_words_)
 
     def _fit_image_scale(self, img_lp: np.ndarray, features: np.ndarray, y: np.ndarray,
-                         pictures: dict[str, list], images: list, train_y: np.ndarray) -> None:
+                         pictures: dict[str, list], images: list, train_y: np.ndarray) -> tuple[np.ndarray, list]:
         """How enrolled classes' prototypes score against the head: fitted by pretending trained classes were
-        enrolled from their card pictures (or, without any, from one training photo each)."""
+        enrolled from their card pictures (or, without any, from one training photo each). Returns the held-out
+        photos' picture similarity to those classes, and which classes they are."""
         pretend = [self.classes_.index(c) for c, ims in pictures.items() if ims]
         refs = [pictures[self.classes_[k]] for k in pretend]
         if not pretend:
@@ -286,21 +309,35 @@ class PillClassifier:
             refs = [[images[int(np.flatnonzero(train_y == k)[0])]] for k in pretend]
         protos = np.stack([prototype(self.image_.predict(r)[1]) for r in refs]) if refs else np.zeros((0, 1))
         stats = background_stats(protos, self.novelty_.reference_.astype(np.float32))
-        self.image_scale_ = fit_enrol_scale(img_lp, similarity(features, protos, stats), y, pretend)
+        scores = similarity(features, protos, stats)
+        self.image_scale_ = fit_enrol_scale(img_lp, scores, y, pretend)
+        return scores, pretend
 
     def _calibrate(self, y: np.ndarray, img_lp: np.ndarray, txt_lp: np.ndarray, fused_lp: np.ndarray,
-                   has_text: np.ndarray) -> None:
-        """Temperatures per branch and the abstention threshold, from held-out (validation) predictions."""
+                   has_text: np.ndarray, as_enrolled: Optional[Callable[[], tuple]] = None) -> None:
+        """Temperatures per branch and the abstention threshold, from held-out (validation) predictions.
+
+        `as_enrolled`: after enrolment, (certainty, correct) of photos of enrolled products; they join the
+        threshold's choice weighted by the enrolled classes' share of all classes.
+        """
         fused_rows = has_text & self.fusion_.active
         self.temperatures_ = {"image": fit_temperature(img_lp, y),
                               "text": fit_temperature(txt_lp[has_text], y[has_text]),
                               "fused": fit_temperature(fused_lp[fused_rows], y[fused_rows])}
         final = self._final(img_lp, fused_lp, has_text)
         sure, correct = certainty(final), final.argmax(1) == y
+        weight, enrolled = None, {}
+        if as_enrolled is not None:
+            e_sure, e_correct = as_enrolled()
+            trained, new = len(self.classes_) - len(self.enrolled_), len(self.enrolled_)
+            weight = np.r_[np.full(len(sure), trained / len(sure)), np.full(len(e_sure), new / max(len(e_sure), 1))]
+            enrolled = {"n": int(len(e_sure)), "accuracy": float(np.mean(e_correct)) if len(e_sure) else None,
+                        "weight": new / (trained + new)}
+            sure, correct = np.r_[sure, e_sure], np.r_[correct, e_correct]
         self.threshold_ = (to_certainty(self.abstain_threshold) if self.abstain_threshold is not None
-                           else choose_threshold(sure, correct, self.target_accuracy))
+                           else choose_threshold(sure, correct, self.target_accuracy, weight))
         self.calibration_ = self._calibration_report(y, img_lp, txt_lp, fused_lp, has_text)
-        self.calibration_["threshold"] = self._threshold_report(sure, correct)
+        self.calibration_["threshold"] = {**self._threshold_report(sure, correct), "as_if_enrolled": enrolled}
 
     def _threshold_report(self, sure: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
         """Where the threshold came from and what it answers on validation; warns when it answers nothing."""
@@ -605,7 +642,7 @@ class PillClassifier:
                                    else np.zeros((0, 1), np.float16))
         clf.novelty_.threshold_ = float(novelty["threshold"])
         if "validation.y" in tensors:  # the held-out photos' outputs: enrolment refits the threshold on them
-            clf.validation_ = {k: tensors[f"validation.{k}"].numpy() for k in HELD_OUT}
+            clf.validation_ = {k: tensors[f"validation.{k}"].numpy() for k in HELD_OUT if f"validation.{k}" in tensors}
             clf.validation_["texts"] = config["validation_texts"]
             clf.validation_["answer"] = clf.validation_["fused_cv" if clf.fusion_.active else "image"]
         return clf

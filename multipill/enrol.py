@@ -5,6 +5,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from scipy.special import logsumexp
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -32,6 +33,17 @@ def similarity(features: np.ndarray, prototypes: np.ndarray, stats: np.ndarray) 
     """Cosine to each prototype in units of its spread above its background mean: a prototype of shop photos
     is near every shop photo, a studio picture near none, and this puts both on one footing."""
     return (cosine(features, prototypes) - stats[:, 0]) / stats[:, 1]
+
+
+def as_enrolled(logp: np.ndarray, k: int, score: np.ndarray) -> np.ndarray:
+    """A branch's log-probabilities as if class `k` had been enrolled, not trained: the others renormalised
+    without it (what a branch that never learned it says), `k` given its enrolled `score` (as in
+    `fit_enrol_scale`)."""
+    out = np.asarray(logp, np.float64).copy()
+    others = np.arange(out.shape[1]) != k
+    out[:, others] = out[:, others] - logsumexp(out[:, others], axis=1, keepdims=True)
+    out[:, k] = score
+    return out - logsumexp(out, axis=1, keepdims=True)
 
 
 def fit_enrol_scale(logits: np.ndarray, scores: np.ndarray, y: np.ndarray, pretend: Sequence[int]

@@ -1,6 +1,8 @@
 """Late fusion: a log-linear pool of the two branches, fitted on held-out predictions, kept only if it helps."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
@@ -92,10 +94,16 @@ class LogLinearFusion:
         return self.params_ is not None
 
     def predict_log_proba(self, img_logp: np.ndarray, txt_logp: np.ndarray, conf: np.ndarray,
-                          has_text: np.ndarray) -> np.ndarray:
-        """Fused log-probabilities; rows without text (or with fusion off) are the image branch's."""
+                          has_text: np.ndarray, unbiased: Sequence[int] = ()) -> np.ndarray:
+        """Fused log-probabilities; rows without text (or with fusion off) are the image branch's.
+
+        `unbiased`: classes scored without their class bias, as an enrolled class is. Fewer columns than classes
+        stand for the first classes alone (the trained ones, before any enrolled).
+        """
         out = img_logp.copy()
         idx = np.flatnonzero(has_text)
         if self.active and len(idx):
-            out[idx] = self._apply(self.params_, img_logp[idx], txt_logp[idx], conf[idx])
+            params = self.params_[:3 + img_logp.shape[1]].copy()
+            params[3 + np.asarray(unbiased, int)] = 0.0
+            out[idx] = self._apply(params, img_logp[idx], txt_logp[idx], conf[idx])
         return out

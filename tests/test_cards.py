@@ -228,7 +228,10 @@ def test_enrolment_refits_the_abstention_threshold_on_the_held_out_photos(traine
     assert model.calibration_["threshold"]["with_enrolled"] == []
     model.add_products({"Biogesic": {"description": "Biogesic tablet"}})
     report = model.calibration_["threshold"]
-    assert report["with_enrolled"] == ["Biogesic"] and report["validation_n"] == len(clf.validation_["y"])
+    assert report["with_enrolled"] == ["Biogesic"]
+    # the trained products' photos, and the same photos as if each product had been enrolled from its card
+    assert report["validation_n"] == 2 * len(clf.validation_["y"]) == 2 * report["as_if_enrolled"]["n"]
+    assert report["as_if_enrolled"]["weight"] == 0.25
     assert PillClassifier.load(model.save(tmp_path / "e")).threshold_ == model.threshold_
     # a model without held-out outputs keeps its threshold and says what to do
     older = PillClassifier.load(tmp_path / "m")
