@@ -16,6 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 ROTATIONS = (90, 180, 270)
+MAX_ASPECT = 4.0  # long side / short side that the PP-OCR engines are fed (see _pad_to_aspect)
 
 
 @dataclass
@@ -211,7 +212,22 @@ class _PaddleEngine(OCREngine):
             except ImportError as exc:
                 raise RuntimeError(f"the {self.name} engine needs: pip install 'multipill[{self.name}]'") from exc
         return [TextPiece(str(t), [[float(x), float(y)] for x, y in box], float(c))
-                for box, t, c in self._lines(rgb[:, :, ::-1].copy())]
+                for box, t, c in self._lines(_pad_to_aspect(rgb)[:, :, ::-1].copy())]
+
+
+def _pad_to_aspect(rgb: np.ndarray, most: float = MAX_ASPECT) -> np.ndarray:
+    """Pads the short side (bottom or right, so boxes keep their coordinates) to at least 1/`most` of the long
+    side: PP-OCR's detector scales the short side up to 736 px, so a 3x400 strip became 736x98,000 pixels and
+    ran past any time limit."""
+    h, w = rgb.shape[:2]
+    short = int(np.ceil(max(h, w) / most))
+    if min(h, w) >= short:
+        return rgb
+    fill = rgb.reshape(-1, rgb.shape[2]).mean(0).astype(rgb.dtype)
+    out = np.empty((max(h, short), max(w, short), rgb.shape[2]), rgb.dtype)
+    out[...] = fill
+    out[:h, :w] = rgb
+    return out
 
 
 class RapidOCREngine(_PaddleEngine):

