@@ -106,3 +106,21 @@ def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_accurac
     last_of_tie = np.r_[thresholds[1:] != thresholds[:-1], True]
     ok = np.flatnonzero(last_of_tie & (1 - risk >= target_accuracy - 1e-12))
     return float(thresholds[ok[-1]]) if len(ok) else float("inf")
+
+
+def choose_ocr_gate(image_sure: np.ndarray, image_correct: np.ndarray, answer_correct: np.ndarray) -> float:
+    """Loosest image certainty above which text need not be read: the answer there is the image branch's.
+
+    Photos are skipped from the surest down while no such gate loses a held-out photo on balance (photos the
+    image gets right and the fused answer wrong count for it, the reverse against); infinite when the surest
+    photo already needs its text.
+    """
+    sure = np.asarray(image_sure, float)
+    if not len(sure):
+        return float("inf")
+    order = np.argsort(-sure, kind="stable")
+    gain = np.cumsum(np.asarray(image_correct, int)[order] - np.asarray(answer_correct, int)[order])
+    cut = np.r_[sure[order][1:] < sure[order][:-1], True]  # a gate keeps tied photos together
+    lost = np.flatnonzero(gain < 0)
+    safe = np.flatnonzero(cut[:lost[0]] if len(lost) else cut)
+    return float(sure[order][safe[-1]]) if len(safe) else float("inf")

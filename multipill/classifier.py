@@ -15,7 +15,7 @@ from scipy.special import logsumexp
 
 from . import __version__
 from .backbones import DEFAULT_BACKBONE
-from .calibration import (apply_temperature, certainty, choose_threshold, expected_calibration_error,
+from .calibration import (apply_temperature, certainty, choose_ocr_gate, choose_threshold, expected_calibration_error,
                           fit_temperature, reliability_bins, risk_coverage, to_certainty, to_probability)
 from .card_text import frequent_words
 from .matchers import create_matcher
@@ -76,7 +76,7 @@ class PillClassifier:
                  novelty_quantile: float = 0.99, ocr_train_per_class: Optional[int] = None,
                  confusable_groups: Optional[list[list[str]]] = None, val_fraction: float = 0.15,
                  ocr_cache: Optional[str] = None, ocr_timeout: float = 60.0,
-                 ocr_options: Optional[dict[str, Any]] = None,
+                 ocr_options: Optional[dict[str, Any]] = None, ocr_gate: Optional[str | float] = "auto",
                  reference_images: str = "views",
                  checkpoint_dir: Optional[str] = None, image_column: str = "image",
                  label_column: str = "label", progress: bool = True):
@@ -88,7 +88,7 @@ class PillClassifier:
         self.novelty_quantile, self.ocr_train_per_class = novelty_quantile, ocr_train_per_class
         self.confusable_groups, self.val_fraction = confusable_groups, val_fraction
         self.ocr_cache, self.ocr_timeout, self.checkpoint_dir = ocr_cache, ocr_timeout, checkpoint_dir
-        self.ocr_options, self.reference_images = ocr_options, reference_images
+        self.ocr_options, self.reference_images, self.ocr_gate = ocr_options, reference_images, ocr_gate
         self.image_column, self.label_column, self.progress = image_column, label_column, progress
 
     def get_params(self) -> dict[str, Any]:
@@ -324,7 +324,9 @@ class PillClassifier:
         self.temperatures_ = {"image": fit_temperature(img_lp, y),
                               "text": fit_temperature(txt_lp[has_text], y[has_text]),
                               "fused": fit_temperature(fused_lp[fused_rows], y[fused_rows])}
-        final = self._final(img_lp, fused_lp, has_text)
+        self.ocr_gate_ = self._fit_ocr_gate(y, img_lp, fused_lp, has_text)
+        read = has_text & ~self._sure_without_text(img_lp)
+        final = self._final(img_lp, fused_lp, read)
         sure, correct = certainty(final), final.argmax(1) == y
         weight, enrolled = None, {}
         if as_enrolled is not None:
@@ -338,6 +340,30 @@ class PillClassifier:
                            else choose_threshold(sure, correct, self.target_accuracy, weight))
         self.calibration_ = self._calibration_report(y, img_lp, txt_lp, fused_lp, has_text)
         self.calibration_["threshold"] = {**self._threshold_report(sure, correct), "as_if_enrolled": enrolled}
+        self.calibration_["ocr_gate"] = {
+            "setting": self.ocr_gate, "probability": to_probability(self.ocr_gate_),
+            "ocr_rate": float(1 - self._sure_without_text(img_lp).mean()) if len(y) else 1.0,
+            "accuracy_gated": float(correct[:len(y)].mean()) if len(y) else None,
+            "accuracy_ungated": float((self._final(img_lp, fused_lp, has_text).argmax(1) == y).mean()) if len(y)
+            else None}
+
+    def _fit_ocr_gate(self, y: np.ndarray, img_lp: np.ndarray, fused_lp: np.ndarray, has_text: np.ndarray) -> float:
+        """The image certainty above which OCR is skipped (`ocr_gate`): infinite (always read) when off, when text
+        never changes the answer's source, or once products are enrolled (their text is what names them)."""
+        if self.ocr_gate is None or not self.fusion_.active or self.enrolled_:
+            return float("inf")
+        if self.ocr_gate != "auto":
+            return to_certainty(float(self.ocr_gate))
+        image = apply_temperature(img_lp, self.temperatures_["image"])
+        answer = self._final(img_lp, fused_lp, has_text)
+        return choose_ocr_gate(certainty(image), image.argmax(1) == y, answer.argmax(1) == y)
+
+    def _sure_without_text(self, img_lp: np.ndarray) -> np.ndarray:
+        """Photos whose image-branch answer is sure enough (above the OCR gate) that their text is not read."""
+        gate = getattr(self, "ocr_gate_", float("inf"))
+        if not np.isfinite(gate):
+            return np.zeros(len(img_lp), bool)
+        return certainty(apply_temperature(img_lp, self.temperatures_["image"])) >= gate
 
     def _threshold_report(self, sure: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
         """Where the threshold came from and what it answers on validation; warns when it answers nothing."""
@@ -429,15 +455,21 @@ class PillClassifier:
         learned, cards, conf, has = self._text_parts(ocr)
         return self._text_branch(learned, cards, conf, has), conf, has
 
-    def _run(self, images: list) -> dict[str, Any]:
-        """Both branches and the fused output for decoded images."""
+    def _run(self, images: list, read_all: bool = False) -> dict[str, Any]:
+        """Both branches and the fused output for decoded images; text is read only where the image branch is
+        not sure enough alone (the OCR gate), or everywhere with `read_all` (to report each branch)."""
         self._check_fitted()
         img_lp, features = self._image_outputs(images)
-        ocr = self._reader().read(images, "OCR") if self.fusion else [OCRResult(status="disabled")] * len(images)
+        skipped = self._sure_without_text(img_lp)
+        ocr = [OCRResult(status="disabled" if not self.fusion else "skipped")] * len(images)
+        if self.fusion:
+            read = np.flatnonzero(~skipped | read_all)
+            for i, r in zip(read, self._reader().read([images[i] for i in read], "OCR")):
+                ocr[i] = r
         learned, cards, conf, has = self._text_parts(ocr)
         txt_lp = self._text_branch(learned, cards, conf, has)
         fused = self.fusion_.predict_log_proba(img_lp, txt_lp, conf, has)  # image answer where fusion is off
-        final = self._final(img_lp, fused, has)
+        final = self._final(img_lp, fused, has & ~skipped)
         novelty = self.novelty_.score(features)
         # an enrolled product has few or no photos to be near: its printed text matching its card vouches for it
         answer = final.argmax(1)
@@ -447,7 +479,7 @@ class PillClassifier:
         sure = certainty(final)
         abstained = (sure < self.threshold_) | (novelty > self.novelty_.threshold_)
         return {"image": img_lp, "text": txt_lp, "fused": fused, "has_text": has, "ocr": ocr, "final": final,
-                "certainty": sure, "novelty": novelty, "abstained": abstained}
+                "certainty": sure, "novelty": novelty, "abstained": abstained, "skipped_text": skipped}
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "image_"):
@@ -481,7 +513,10 @@ class PillClassifier:
                 used = "card"
                 notes.append(f"{label} was enrolled from its product card without training photos: answered from "
                              "the card's text and pictures alone")
-            if r.status == "failed":
+            if r.status == "skipped":
+                notes.append("text not read: the image alone was sure enough to answer (image confidence "
+                             f"{img_p[i].max():.6g} >= OCR gate {to_probability(self.ocr_gate_):.6g})")
+            elif r.status == "failed":
                 notes.append(f"OCR failed ({r.error}); answered from the image alone")
             elif self.fusion and not out["has_text"][i]:
                 notes.append("no text found; answered from the image alone")
@@ -534,15 +569,17 @@ class PillClassifier:
         """Image-only, text-only and fused reports side by side, plus errors inside confusable groups."""
         self._check_fitted()
         images, y, bad, left_out = self._known(data, split, ignore_unknown, details=True)
-        out = self._run(images)
+        out = self._run(images, read_all=True)  # every photo's text, so the text branch is reported on all
         groups = self.confusable_groups or lookalike_groups()
         result: dict[str, Any] = {"classes": self.classes_, "n": int(len(y)), "skipped_unreadable": bad,
                                   "left_out_unknown": left_out,
                                   "with_text": int(out["has_text"].sum()),
-                                  "fusion": self.fusion_.report_}
+                                  "fusion": self.fusion_.report_,
+                                  "ocr_rate": float(1 - out["skipped_text"].mean()) if len(y) else 1.0}
         result["y_true"] = y.tolist()
         for name in ("image", "text", "fused") if self.fusion else ("image",):
             result[name] = branch_report(y, out[name], self.classes_, groups)
+        result["answer"] = branch_report(y, out["final"], self.classes_, groups)  # as deployed: OCR gated
         result["most_confused_image"] = most_confused(result["image"]["confusion_matrix"], self.classes_)
         result["calibration"] = self._calibration_report(y, out["image"], out["text"], out["fused"], out["has_text"])
         result["abstention"] = self._abstention_report(y, out)
@@ -591,6 +628,7 @@ class PillClassifier:
                   "image_history": self.image_.history_,
                   "temperatures": self.temperatures_, "threshold": to_probability(self.threshold_),
                   "certainty_threshold": self.threshold_ if np.isfinite(self.threshold_) else None,
+                  "ocr_gate_certainty": self.ocr_gate_ if np.isfinite(self.ocr_gate_) else None,
                   "novelty": {"k": self.novelty_.k, "quantile": self.novelty_.quantile,
                               "threshold": self.novelty_.threshold_},
                   "calibration": self.calibration_, "validation_texts": held_out.get("texts")}
@@ -636,6 +674,8 @@ class PillClassifier:
         clf.threshold_ = config.get("certainty_threshold", to_certainty(config.get("threshold", 0.0)))
         clf.threshold_ = np.inf if clf.threshold_ is None else clf.threshold_  # None: withhold every answer
         clf.calibration_ = config.get("calibration", {})
+        gate = config.get("ocr_gate_certainty")  # None (or a model saved before the gate): always read text
+        clf.ocr_gate_ = float("inf") if gate is None else float(gate)
         novelty = config.get("novelty", {"k": 5, "quantile": clf.novelty_quantile, "threshold": np.inf})
         clf.novelty_ = NearestNeighbourNovelty(novelty["k"], novelty["quantile"])
         clf.novelty_.reference_ = (tensors["novelty.reference"].numpy() if "novelty.reference" in tensors

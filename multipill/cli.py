@@ -43,6 +43,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ocr-cache", default=None)
     p.add_argument("--ocr-enlarge-to", type=int, default=None,
                    help="also read an enlarged copy of photos whose shorter side is below this many pixels")
+    p.add_argument("--ocr-gate", default="auto",
+                   help="skip OCR where the image alone is sure: 'auto' (fitted on validation), 'none' (always "
+                        "read), or an image confidence such as 0.999")
     p.add_argument("--ocr-train-per-class", type=int, default=None,
                    help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.add_argument("--image-column", default="image")
@@ -62,19 +65,30 @@ def _classifier(args: argparse.Namespace, checkpoint_dir: Optional[str] = None):
                           ocr_cache=args.ocr_cache, ocr_train_per_class=args.ocr_train_per_class,
                           ocr_options={"enlarge_to": args.ocr_enlarge_to} if args.ocr_enlarge_to else None,
                           checkpoint_dir=checkpoint_dir, reference_images=args.reference_images,
+                          ocr_gate=_ocr_gate(args.ocr_gate),
                           image_column=args.image_column, label_column=args.label_column)
+
+
+def _ocr_gate(value: str) -> Optional[str | float]:
+    if value in ("auto", "none"):
+        return None if value == "none" else value
+    gate = float(value)
+    if not 0 < gate < 1:
+        raise ValueError(f"--ocr-gate {value}: expected 'auto', 'none' or a confidence between 0 and 1")
+    return gate
 
 
 def format_table(result: dict) -> str:
     """Branches side by side: accuracy, macro F1, errors inside each lookalike group."""
-    branches = [b for b in ("image", "text", "fused") if b in result]
+    branches = [b for b in ("image", "text", "fused", "answer") if b in result]  # answer: fused, OCR gated
     lines = [f"{'branch':<8} {'accuracy':>9} {'macro F1':>9}  lookalike errors"]
     for b in branches:
         r = result[b]
         groups = ", ".join(f"{'/'.join(g['group'])}: {g['errors_within_group']}/{g['n']}" for g in r["groups"])
         lines.append(f"{b:<8} {r['accuracy']:>9.3f} {r['macro']['f1']:>9.3f}  {groups}")
     lines.append(f"images: {result['n']}, with text: {result['with_text']}; "
-                 f"fusion: {result['fusion'].get('decision', '')}")
+                 f"fusion: {result['fusion'].get('decision', '')}; text read (OCR gate) on "
+                 f"{result.get('ocr_rate', 1.0):.0%} of the answers")
     answer, a = result["calibration"].get("answer", {}), result["abstention"]
     if answer:
         lines.append(f"calibration (answer): ECE {answer['ece_before']:.3f} before, {answer['ece_after']:.3f} "
@@ -229,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--out", default=None, help="file.csv or file.json")
     p.add_argument("--ocr-cache", default=None)
+    p.add_argument("--ocr-gate", default="auto",
+                   help="skip OCR where the image alone is sure: 'auto' (fitted on validation), 'none' (always "
+                        "read), or an image confidence such as 0.999")
     p.add_argument("--ocr-train-per-class", type=int, default=None,
                    help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.set_defaults(func=cmd_predict)
@@ -238,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file")
     p.add_argument("--target", default=None, help="class to explain (default: the answer)")
     p.add_argument("--ocr-cache", default=None)
+    p.add_argument("--ocr-gate", default="auto",
+                   help="skip OCR where the image alone is sure: 'auto' (fitted on validation), 'none' (always "
+                        "read), or an image confidence such as 0.999")
     p.add_argument("--ocr-train-per-class", type=int, default=None,
                    help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.set_defaults(func=cmd_explain)
@@ -249,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="JSON file for the full report")
     p.add_argument("--plots", default=None, help="folder for confusion, reliability and risk-coverage PNGs")
     p.add_argument("--ocr-cache", default=None)
+    p.add_argument("--ocr-gate", default="auto",
+                   help="skip OCR where the image alone is sure: 'auto' (fitted on validation), 'none' (always "
+                        "read), or an image confidence such as 0.999")
     p.add_argument("--ocr-train-per-class", type=int, default=None,
                    help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.set_defaults(func=cmd_evaluate)

@@ -129,3 +129,13 @@ def test_cards_quick(shared_data, tmp_path):
     # one photo per enrolled class is taken from the photos reported
     assert result["bc"]["1"]["enrolled"]["n"] == result["bc"]["0"]["enrolled"]["n"] - 2
     assert (tmp_path / "cards_quick.png").exists()
+
+
+def test_ocr_gate_quick(tmp_path):
+    _run("ocr_gate.py", tmp_path)
+    result = json.loads((tmp_path / "ocr_gate_quick.json").read_text())["result"]
+    assert result  # the held-out outputs of at least one fusion result are in the repository
+    for r in result.values():
+        assert r["n"] == 40 and 0 <= r["ocr_rate"] <= 1
+        assert r["difference_ci95"][0] <= r["gated_accuracy"] - r["ungated_accuracy"] <= r["difference_ci95"][1]
+    assert (tmp_path / "ocr_gate_quick.png").exists()

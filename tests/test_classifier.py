@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from multipill import PillClassifier, Prediction
+from multipill.calibration import to_certainty
 from multipill.images import ImageLoadError
 
 SMALL = dict(image_size=128, views=2, epochs=40, patience=8, progress=False)
@@ -70,6 +71,40 @@ def test_ocr_failure_falls_back_to_image(fused, packs, monkeypatch):
     with pytest.warns(UserWarning, match="OCR failed"):
         pred = fused.predict(f)
     assert pred.ocr_status == "failed" and pred.source == "image" and "OCR engine down" in pred.notes[0]
+
+
+def test_ocr_gate_reads_text_only_where_the_image_is_not_sure(fused, packs, tmp_path, monkeypatch):
+    import copy
+    gate = fused.calibration_["ocr_gate"]  # fitted: skip text only while that loses no held-out photo
+    assert gate["setting"] == "auto" and gate["accuracy_gated"] >= gate["accuracy_ungated"], gate
+    # lookalike packs leave the image branch rarely sure: a fixed gate shows the mechanics on test photos
+    model = copy.copy(fused)
+    model.ocr_gate = 0.5
+    model.calibrate(packs, split="validation")
+    assert model.ocr_gate_ == pytest.approx(to_certainty(0.5))
+    files = sorted(f for c in model.classes_ for f in (packs / "test" / c).glob("*.png"))
+    truth = [f.parent.name for f in files]
+    reads = []
+    reader = model._reader()
+    read = reader.read
+    monkeypatch.setattr(reader, "read", lambda images, *a: reads.append(len(images)) or read(images, *a))
+    gated = model.predict(files)
+    skipped = [p for p in gated if any(n.startswith("text not read") for n in p.notes)]
+    assert 0 < len(skipped) < len(files) and sum(reads) == len(files) - len(skipped)
+    assert all(p.source == "image" and p.text_proba is None and max(p.image_proba.values()) >= 0.5 for p in skipped)
+    always = copy.copy(model)
+    always.ocr_gate_ = np.inf
+    ungated = always.predict(files)
+    assert all(not any(n.startswith("text not read") for n in p.notes) for p in ungated)
+    acc = [np.mean([p.label == t for p, t in zip(preds, truth)]) for preds in (gated, ungated)]
+    report = model.evaluate(packs, split="test")  # every branch on every photo; the deployed answer gated
+    assert report["ocr_rate"] == pytest.approx(1 - len(skipped) / len(files))
+    assert report["answer"]["accuracy"] == pytest.approx(acc[0]) and report["fused"]["accuracy"] == pytest.approx(acc[1])
+    assert PillClassifier.load(model.save(tmp_path / "m")).ocr_gate_ == model.ocr_gate_
+    off = copy.copy(fused)
+    off.ocr_gate = None
+    off.calibrate(packs, split="validation")
+    assert off.ocr_gate_ == np.inf and off.calibration_["ocr_gate"]["ocr_rate"] == 1.0
 
 
 def test_save_load_round_trip_identical(fused, packs, tmp_path):

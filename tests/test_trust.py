@@ -7,7 +7,7 @@ from PIL import Image
 
 from multipill import PillClassifier
 from multipill.backbones import list_backbones
-from multipill.calibration import (apply_temperature, certainty, choose_threshold, expected_calibration_error,
+from multipill.calibration import (apply_temperature, certainty, choose_ocr_gate, choose_threshold, expected_calibration_error,
                                    fit_temperature, risk_coverage, to_certainty, to_probability)
 from multipill.cards import WARNING, Fact, cards_lexicon, load_cards
 from multipill.cli import format_table, main
@@ -46,6 +46,21 @@ def test_threshold_reaches_target_or_abstains_everything():
     assert choose_threshold(conf, np.zeros(6, bool), 0.5) > 0.99  # nothing is safe to answer
     curve = risk_coverage(conf, correct)
     assert curve["coverage"][-1] == 1.0 and curve["risk"][2] == 0.0
+
+
+def test_weighted_threshold_and_ocr_gate():
+    conf = np.array([0.99, 0.95, 0.9, 0.8])
+    correct = np.array([True, False, True, True])
+    assert choose_threshold(conf, correct, 0.9) == 0.99
+    # the one mistake standing for a tenth of the weight of each right answer: 0.9 target met at 0.8
+    assert choose_threshold(conf, correct, 0.9, weight=np.array([1, 0.1, 1, 1])) == 0.8
+    # skip text from the surest image answer down while skipping loses nothing on balance
+    sure = np.array([9.0, 8.0, 7.0, 6.0, 5.0])
+    image_ok = np.array([True, True, False, True, True])
+    assert choose_ocr_gate(sure, image_ok, np.ones(5, bool)) == 8.0  # the third needs its text
+    assert choose_ocr_gate(sure, image_ok, np.array([True, False, True, True, True])) == 5.0  # 1 fixed, 1 lost
+    assert choose_ocr_gate(sure, ~image_ok, np.ones(5, bool)) == np.inf
+    assert choose_ocr_gate(np.array([9.0, 9.0, 5.0]), np.array([True, False, True]), np.ones(3, bool)) == np.inf
 
 
 def test_saturated_answers_still_rank_so_one_confident_mistake_does_not_refuse_all():
