@@ -33,7 +33,7 @@ def held_out(path: Path) -> dict:
     image, fused, has = np.array(h["image"]), np.array(h["fused_cv"]), np.array(h["has_text"])
     active = r["fusion"]["decision"].startswith("fused")
     answer = np.where((has & active)[:, None], fused, image)
-    return {"y": np.array(r["y_true"]), "image": image, "answer": answer}
+    return {"y": np.array(r["y_true"]), "image": image, "answer": answer, "active": active}
 
 
 def cross_fitted(d: dict, folds: int = 5, seed: int = 0) -> dict:
@@ -81,7 +81,7 @@ def plot(curves: dict, points: dict, path: Path) -> Path:
         ax.plot(*points[name], "o", color=colour)
     ax.set_xlabel("share of photos whose text is read")
     ax.set_ylabel("accuracy of the answer")
-    ax.set_title("gating OCR on the image branch's confidence (dots: cross-fitted gate)")
+    ax.set_title("OCR gated on image confidence (dot: cross-fitted gate)", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -99,9 +99,14 @@ def main() -> None:
             print(f"{name}: {file} not found; run benchmarks/fusion.py for it first")
             continue
         d = held_out(RESULTS / file)
+        if not d["active"]:
+            result[name] = {"source": file, "n": int(len(d["y"])), "fusion": "off"}
+            rows.append([name, str(len(d["y"])), "fusion off by cross-validation: text never changes the answer, "
+                         "so no gate is fitted", "", "", "", ""])
+            continue
         if args.quick:  # a few photos: the script end to end, nothing measured
             keep = np.random.default_rng(0).permutation(len(d["y"]))[:40]
-            d = {k: v[keep] for k, v in d.items()}
+            d = {k: v[keep] if isinstance(v, np.ndarray) else v for k, v in d.items()}
         c = cross_fitted(d)
         lo, hi = difference_ci(c["gated_ok"], c["answer_ok"])
         result[name] = {"source": file, "n": int(len(d["y"])), "ocr_rate": float(c["read"].mean()),

@@ -22,7 +22,7 @@ from common import markdown_table, parser, write_json
 from multipill import PillClassifier, generate_packs
 from multipill.images import load_image
 
-ENGINES = ("easyocr", "rapidocr")  # the default engine and the recommended one
+ENGINES = ("easyocr", "rapidocr")  # as measured in RESULTS.md (easyocr was the default engine until 2026-11-23)
 
 
 class PeakRSS:

