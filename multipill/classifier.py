@@ -23,6 +23,7 @@ from .cards import WARNING, ProductCard, card_pictures, cards_lexicon, load_card
 from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split
 from .enrol import as_enrolled, background_stats, fit_enrol_scale, prototype, similarity
 from .explain import Explanation
+from .files import sha256, write_atomic, write_text_atomic
 from .fusion import LogLinearFusion
 from .images import ImageInput, load_image
 from .metrics import branch_report, most_confused
@@ -619,7 +620,7 @@ class PillClassifier:
         held_out = getattr(self, "validation_", {})
         tensors.update({f"validation.{k}": torch.as_tensor(np.array(held_out[k]))  # a copy: arrays may be shared
                         for k in HELD_OUT if k in held_out})
-        save_file(tensors, str(d / WEIGHTS_FILE))
+        write_atomic(d / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
         config = {"multipill_version": __version__, "params": self.get_params(), "classes": self.classes_,
                   "ocr_settings": self._reader().engine.settings(), "text_branch": self.text_.config(),
                   "fusion_report": self.fusion_.report_, "text_pool_report": self.text_pool_.report_,
@@ -632,8 +633,10 @@ class PillClassifier:
                   "novelty": {"k": self.novelty_.k, "quantile": self.novelty_.quantile,
                               "threshold": self.novelty_.threshold_},
                   "calibration": self.calibration_, "validation_texts": held_out.get("texts")}
-        (d / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        (d / CARDS_FILE).write_text(json.dumps({c: card.to_json() for c, card in self.cards_.items()}, indent=2))
+        write_text_atomic(d / CARDS_FILE, json.dumps({c: card.to_json() for c, card in self.cards_.items()}, indent=2))
+        # written last, naming the weights it belongs to: a folder torn by a crash is refused at load
+        config["weights_sha256"] = sha256(d / WEIGHTS_FILE)
+        write_text_atomic(d / CONFIG_FILE, json.dumps(config, indent=2))
         return d
 
     @classmethod
@@ -645,6 +648,10 @@ class PillClassifier:
         config = json.loads((d / CONFIG_FILE).read_text())
         clf = cls(**{**config["params"], **overrides})
         clf.classes_ = config["classes"]
+        if not (d / WEIGHTS_FILE).is_file() or config.get("weights_sha256", sha256(d / WEIGHTS_FILE)) != \
+                sha256(d / WEIGHTS_FILE):
+            raise ValueError(f"{d}: {WEIGHTS_FILE} is missing or is not the one {CONFIG_FILE} was saved with (a save "
+                             "interrupted, or files copied from two models); save the model again")
         tensors = load_file(str(d / WEIGHTS_FILE))
         clf.image_ = clf._image_branch()
         clf.image_.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("image.")},

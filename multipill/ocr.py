@@ -5,7 +5,6 @@ import concurrent.futures
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
+
+from .files import write_text_atomic
 
 ROTATIONS = (90, 180, 270)
 MAX_ASPECT = 4.0  # long side / short side that the PP-OCR engines are fed (see _pad_to_aspect)
@@ -344,10 +345,7 @@ class OCRReader:
         """Write to a temporary file then rename: atomic, so interruption or concurrent writers are safe."""
         folder = self.cache_dir / key[:2]
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(result.to_json(), f)
-        os.replace(tmp, folder / f"{key}.json")
+        write_text_atomic(folder / f"{key}.json", json.dumps(result.to_json()))
 
     def read_one(self, image: Image.Image) -> OCRResult:
         if isinstance(self.engine, NoOCR):

@@ -166,3 +166,30 @@ def test_odd_images_predict_end_to_end(fused, tmp_path):
            Image.new("RGBA", (64, 64), (10, 20, 30, 0)), np.zeros((50, 80), np.uint16)]
     preds = fused.predict(odd)
     assert len(preds) == 4 and all(p.label in fused.classes_ and 0 < p.confidence <= 1 for p in preds)
+
+
+def test_torn_model_folder_is_refused_at_load(image_only, tmp_path):
+    from multipill.files import write_atomic
+    d = image_only.save(tmp_path / "m")
+    assert not list(d.glob(".*.tmp"))  # no temporary files left behind
+    weights = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # weights torn, config intact
+    with pytest.raises(ValueError, match="save the model again"):
+        PillClassifier.load(d)
+    (d / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="missing"):
+        PillClassifier.load(d)
+    (d / "multipill.json").unlink()
+    with pytest.raises(FileNotFoundError, match="not a saved PillClassifier"):
+        PillClassifier.load(d)
+    # a write interrupted half-way leaves the previous file as it was
+    target = tmp_path / "file.txt"
+    target.write_text("old")
+
+    def killed(tmp):
+        open(tmp, "w").write("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, killed)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir() if p.is_file()] == ["file.txt"]
