@@ -23,6 +23,7 @@ from .cards import WARNING, ProductCard, card_pictures, cards_lexicon, load_card
 from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split
 from .enrol import as_enrolled, background_stats, fit_enrol_scale, prototype, similarity
 from .explain import Explanation
+from .export import attach_onnx, export_onnx
 from .files import sha256, write_atomic, write_text_atomic
 from .fusion import LogLinearFusion
 from .images import ImageInput, load_image
@@ -639,9 +640,19 @@ class PillClassifier:
         write_text_atomic(d / CONFIG_FILE, json.dumps(config, indent=2))
         return d
 
+    def export_onnx(self, directory: str | Path) -> Path:
+        """Save the model to `directory` with its image branch exported to ONNX beside it; from then on this
+        model and every load of the folder run the image branch on ONNX Runtime."""
+        self.save(directory)
+        path = export_onnx(self.image_, directory)
+        attach_onnx(self.image_, directory)
+        return path
+
     @classmethod
-    def load(cls, directory: str | Path, **overrides: Any) -> "PillClassifier":
-        """Rebuild a saved classifier; `overrides` may change run-time settings such as ocr_cache."""
+    def load(cls, directory: str | Path, use_onnx: bool = True, **overrides: Any) -> "PillClassifier":
+        """Rebuild a saved classifier; `overrides` may change run-time settings such as ocr_cache. The image
+        branch runs on ONNX Runtime when the folder holds an export of its weights (`export_onnx`) and
+        `use_onnx`; Grad-CAM always uses PyTorch."""
         d = Path(directory)
         if not (d / CONFIG_FILE).exists():
             raise FileNotFoundError(f"{d}: no {CONFIG_FILE}; not a saved PillClassifier")
@@ -657,6 +668,8 @@ class PillClassifier:
         clf.image_.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("image.")},
                                    len(clf.classes_) - len(config.get("enrolled", [])))
         clf.image_.history_ = config["image_history"]
+        if use_onnx:
+            attach_onnx(clf.image_, d)
         clf.text_ = TextBranch(**config["text_branch"])
         trained = [c for c in clf.classes_ if c not in config.get("enrolled", [])]
         clf.text_.set_state(trained, {k[5:]: v.numpy() for k, v in tensors.items() if k.startswith("text.")})

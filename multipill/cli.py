@@ -197,24 +197,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_enrol(args: argparse.Namespace) -> int:
-    import shutil
-    import tempfile
-
     from .classifier import PillClassifier
     clf = PillClassifier.load(args.model, **({"ocr_cache": args.ocr_cache} if args.ocr_cache else {}))
     before = set(clf.classes_)
     clf.add_products(args.cards, args.photos)
-    out = Path(args.out or args.model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # written beside the target and moved in whole, so an interrupted enrolment leaves the old model intact
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    clf.save(staging)
-    for f in staging.iterdir():
-        out.mkdir(exist_ok=True)
-        shutil.move(str(f), str(out / f.name))
-    staging.rmdir()
+    out = clf.save(args.out or args.model)  # each file replaced whole; a torn folder is refused at load
     added = [c for c in clf.classes_ if c not in before]
     print(f"enrolled {len(added)} product(s) from their cards: {', '.join(added)}; model saved to {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .classifier import PillClassifier
+    path = PillClassifier.load(args.model, use_onnx=False).export_onnx(args.model)
+    print(f"image branch exported to {path}; predict, evaluate and load now run it on ONNX Runtime")
     return 0
 
 
@@ -282,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="model folder to write (default: update MODEL)")
     p.add_argument("--ocr-cache", default=None)
     p.set_defaults(func=cmd_enrol)
+    p = sub.add_parser("export", help="write the image branch to ONNX beside the saved model (faster on CPU)")
+    p.add_argument("model")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -109,6 +109,7 @@ class ImageBranch:
         for p in self.trunk_.parameters():
             p.requires_grad_(False)
         self.model_ = _Trainable(stages[k:], SeedHead(model.num_features, n_classes))
+        self.onnx_ = None  # set by export.attach_onnx
 
     def _trunk(self, images: Sequence[Image.Image], transform, desc: str) -> torch.Tensor:
         """Frozen-trunk activations (pooled when nothing after them is spatial), stored as float16."""
@@ -150,9 +151,13 @@ class ImageBranch:
         logits, features = [], []
         for i in range(0, len(images), self.batch_size):
             x = torch.stack([transform(im) for im in images[i:i + self.batch_size]])
-            with torch.no_grad():
-                pooled = self.model_.stages(self.trunk_(x).float()).mean(dim=(2, 3))
-                logits.append(self.model_.head(pooled))
+            if self.onnx_ is not None:  # the ONNX export of these weights (multipill export)
+                scores, pooled = self.onnx_(x)
+            else:
+                with torch.no_grad():
+                    pooled = self.model_.stages(self.trunk_(x).float()).mean(dim=(2, 3))
+                    scores = self.model_.head(pooled)
+            logits.append(scores)
             features.append(pooled)
         if not logits:
             return np.zeros((0, self.model_.head.net[-1].out_features)), np.zeros((0, 0))

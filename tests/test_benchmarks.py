@@ -139,3 +139,10 @@ def test_ocr_gate_quick(tmp_path):
         assert r["n"] == 40 and 0 <= r["ocr_rate"] <= 1
         assert r["difference_ci95"][0] <= r["gated_accuracy"] - r["ungated_accuracy"] <= r["difference_ci95"][1]
     assert (tmp_path / "ocr_gate_quick.png").exists()
+
+
+def test_onnx_speed_quick(shared_data, tmp_path):
+    _run("onnx_speed.py", tmp_path)
+    result = json.loads((tmp_path / "onnx_speed_quick.json").read_text())
+    assert result["max_abs_logit_difference"] < 1e-4 and result["same_answers"]
+    assert {"PyTorch batch 1", "ONNX Runtime batch 1"} <= set(result["rows"])
