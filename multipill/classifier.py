@@ -656,7 +656,14 @@ class PillClassifier:
         d = Path(directory)
         if not (d / CONFIG_FILE).exists():
             raise FileNotFoundError(f"{d}: no {CONFIG_FILE}; not a saved PillClassifier")
-        config = json.loads((d / CONFIG_FILE).read_text())
+        try:
+            return cls._load(d, json.loads((d / CONFIG_FILE).read_text()), use_onnx, overrides)
+        except (KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{d}: not a complete saved PillClassifier ({type(exc).__name__}: {exc}); save the model "
+                             "again") from exc
+
+    @classmethod
+    def _load(cls, d: Path, config: dict, use_onnx: bool, overrides: dict) -> "PillClassifier":
         clf = cls(**{**config["params"], **overrides})
         clf.classes_ = config["classes"]
         if not (d / WEIGHTS_FILE).is_file() or config.get("weights_sha256", sha256(d / WEIGHTS_FILE)) != \

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .cards import WARNING
+from .files import write_atomic, write_text_atomic
 from .images import ImageLoadError, load_image
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -103,6 +104,11 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _text(value: object) -> str:
+    """A file name or message as printable UTF-8: bytes that are not UTF-8 in a file name shown as \\xNN."""
+    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _list_images(paths: Sequence[str]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
@@ -134,10 +140,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             images.append(load_image(f))
             good.append(f)
         except ImageLoadError as exc:
-            rows.append({"image": str(f), "label": "", "confidence": "", "error": str(exc)})
+            rows.append({"image": _text(f), "label": "", "confidence": "", "error": _text(exc)})
     preds = clf.predict(images, top_k=args.top_k) if images else []
     for f, pred in zip(good, preds):
-        rows.append({"image": str(f), "label": pred.label, "confidence": round(pred.confidence, 4),
+        rows.append({"image": _text(f), "label": pred.label, "confidence": round(pred.confidence, 4),
                      "abstained": pred.abstained, "source": pred.source, "text": pred.text,
                      "top_k": "; ".join(f"{c}:{p:.3f}" for c, p in pred.top_k),
                      "card": json.dumps(pred.card) if pred.card else "", "error": ""})
@@ -145,13 +151,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         if out.suffix == ".json":
-            out.write_text(json.dumps(rows, indent=2))
+            write_text_atomic(out, json.dumps(rows, indent=2))
         else:
             fields = ["image", "label", "confidence", "abstained", "source", "text", "top_k", "card", "error"]
-            with out.open("w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=fields)
-                w.writeheader()
-                w.writerows(rows)
+
+            def write_csv(tmp: str) -> None:
+                with open(tmp, "w", newline="", encoding="utf-8") as f:
+                    w = csv.DictWriter(f, fieldnames=fields)
+                    w.writeheader()
+                    w.writerows(rows)
+            write_atomic(out, write_csv)
         print(f"wrote {len(rows)} rows to {out}")
     else:
         for r in rows:

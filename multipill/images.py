@@ -67,6 +67,9 @@ def load_image(source: ImageInput) -> Image.Image:
     else:
         if isinstance(source, dict):  # a datasets Image(decode=False) cell
             source = source.get("bytes") or source.get("path")
+        if not isinstance(source, (bytes, bytearray, str, Path)):
+            raise ImageLoadError(f"{describe(source)} is not an image: expected a path, bytes, a PIL image, a "
+                                 "numpy array or a datasets image cell")
         if isinstance(source, (bytes, bytearray)):
             if not source:
                 raise ImageLoadError("empty image bytes")

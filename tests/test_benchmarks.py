@@ -146,3 +146,12 @@ def test_onnx_speed_quick(shared_data, tmp_path):
     result = json.loads((tmp_path / "onnx_speed_quick.json").read_text())
     assert result["max_abs_logit_difference"] < 1e-4 and result["same_answers"]
     assert {"PyTorch batch 1", "ONNX Runtime batch 1"} <= set(result["rows"])
+
+
+def test_robustness_quick(tmp_path):
+    _run("robustness.py", tmp_path)
+    result = json.loads((tmp_path / "robustness_quick.json").read_text())
+    totals, cli = result["totals"], result["cli"]
+    assert totals["inputs"] >= 100 and totals["crash"] == 0, [r for r in result["inputs"] if r["outcome"] == "crash"]
+    assert totals["same answer as clean"] == totals["with a clean version"] > 0
+    assert cli["exit_code"] == 1 and not cli["traceback"] and cli["rows"] == cli["files_listed"] > 0
