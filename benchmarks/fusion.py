@@ -11,7 +11,7 @@ Protocols (--protocol):
   the fusion fitted on the other four. The train tail, trained on by no branch, is reported beside it (fused
   by the head fitted on all of `val`). Why apart: on grocery-packages the tail's photos come from the same
   shop visits as the training photos (the frozen image branch is right on 94% of them and on 55% of `val`),
-  so they say little about new photos. `--fusion-on val+tail` (the protocol up to session 7) fits the head on
+  so they say little about new photos. `--fusion-on val+tail` (the protocol until 2026-11-22) fits the head on
   both; RESULTS.md compares the two.
 - holdout: branches and fusion fitted on `train` minus a random stratified 15% split, reported on `val`.
 """
@@ -97,7 +97,7 @@ def main() -> None:
     p.add_argument("--tag", default="", help="suffix for the output files (to keep several configurations)")
     p.add_argument("--fusion-on", choices=["val", "val+tail"], default="val",
                    help="crossfit: the images fusion is fitted on and reported out-of-fold: `val` (new shop "
-                        "visits; default) or `val` plus the train tail (sessions 1-7)")
+                        "visits; default) or `val` plus the train tail (the protocol until 2026-11-22)")
     p.add_argument("--protocol", choices=["crossfit", "holdout"], default="crossfit",
                    help="crossfit: branches fitted on train less the tail of classes without val images, "
                         "fusion cross-fitted on --fusion-on and reported out-of-fold there, the tail beside it; "
