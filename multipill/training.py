@@ -69,7 +69,7 @@ class Checkpoint:
         self.dir = Path(directory) if directory else None
         self.fingerprint = fingerprint
 
-    def save(self, model: nn.Module, best: dict, optimizer, progress: dict) -> None:
+    def save(self, model: nn.Module, best: dict, optimizer, progress: dict, shuffle: torch.Generator) -> None:
         if self.dir is None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +78,7 @@ class Checkpoint:
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
         tensors.update(opt_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.shuffle"] = shuffle.get_state()  # the loader's order for the epochs still to come
         tmp = self.dir / "checkpoint.safetensors.tmp"
         save_file(tensors, str(tmp))
         meta = {"fingerprint": self.fingerprint, "progress": progress, "optimizer": opt_meta}
@@ -85,8 +86,9 @@ class Checkpoint:
         tmp.replace(self.dir / "checkpoint.safetensors")  # weights first, then the JSON that points at them
         (self.dir / "checkpoint.json.tmp").replace(self.dir / "checkpoint.json")
 
-    def load(self) -> Optional[tuple[dict, dict, dict, dict]]:
-        """(model state, best state, optimizer state, progress) when a matching checkpoint exists."""
+    def load(self, shuffle: torch.Generator) -> Optional[tuple[dict, dict, dict, dict]]:
+        """(model state, best state, optimizer state, progress) when a matching checkpoint exists; the random
+        state (global and the loader's `shuffle`) is restored, so a resumed run continues as if never stopped."""
         if self.dir is None or not (self.dir / "checkpoint.json").exists():
             return None
         meta = json.loads((self.dir / "checkpoint.json").read_text())
@@ -94,6 +96,8 @@ class Checkpoint:
             return None
         tensors = load_file(str(self.dir / "checkpoint.safetensors"))
         torch.set_rng_state(tensors["rng.torch"])
+        if "rng.shuffle" in tensors:
+            shuffle.set_state(tensors["rng.shuffle"])
         model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         return model, best, _unflatten_optimizer(tensors, meta["optimizer"]), meta["progress"]
@@ -129,7 +133,7 @@ def fit_model(model: nn.Module, train: Dataset, val: Dataset, config: TrainConfi
     state = {"epoch": 0, "best_loss": math.inf, "bad_epochs": 0, "history": []}
     unwrapped = accelerator.unwrap_model(model)
     best = copy.deepcopy(unwrapped.state_dict())
-    resumed = ckpt.load()
+    resumed = ckpt.load(generator)
     if resumed is not None:
         model_state, best, opt_state, state = resumed
         unwrapped.load_state_dict(model_state)
@@ -160,7 +164,7 @@ def fit_model(model: nn.Module, train: Dataset, val: Dataset, config: TrainConfi
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
-        ckpt.save(unwrapped, best, optimizer, state)
+        ckpt.save(unwrapped, best, optimizer, state, generator)
         bar.set_postfix(val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.3f}")
     unwrapped.load_state_dict(best)
     return state["history"]

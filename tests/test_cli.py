@@ -66,3 +66,35 @@ def test_table_explains_when_every_answer_is_withheld():
     assert "withheld: every image was flagged as an unknown product" in format_table(result)
     result["abstention"].update(coverage=0.5, answered_accuracy=1.0)
     assert "withheld" not in format_table(result)
+
+
+def test_training_killed_mid_run_resumes_to_the_same_model(packs, tmp_path):
+    import signal
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    def command(out):
+        return [sys.executable, "-m", "multipill", "train", str(packs), "--out", str(out), "--no-fusion",
+                "--freeze", "partial", "--epochs", "25", "--patience", "25", "--image-size", "64", "--views", "1"]
+
+    subprocess.run(command(tmp_path / "whole"), check=True, capture_output=True)
+    run = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "checkpoints" / "checkpoint.json"
+    while run.poll() is None:  # SIGKILL once three epochs are checkpointed: no chance to clean up
+        try:
+            if json.loads(checkpoint.read_text())["progress"]["epoch"] >= 3:
+                run.send_signal(signal.SIGKILL)
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    assert run.wait() == -signal.SIGKILL, "training ended before it could be killed"
+    done = json.loads(checkpoint.read_text())["progress"]
+    assert not (tmp_path / "killed" / "multipill.json").exists()  # no model was written by the killed run
+    subprocess.run(command(tmp_path / "killed"), check=True, capture_output=True)  # the same command again
+    whole, resumed = (json.loads((tmp_path / d / "multipill.json").read_text()) for d in ("whole", "killed"))
+    assert len(resumed["image_history"]) == 25 and resumed["image_history"][:done["epoch"]] == done["history"]
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("whole", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("image."))  # the same weights as uninterrupted

@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -44,14 +45,23 @@ def test_early_stopping_restores_best_weights():
 def test_interrupted_training_resumes_from_checkpoint(tmp_path):
     train, val = _data()
     cfg = TrainConfig(epochs=6, lr=0.05, batch_size=16, patience=100)
-    model = torch.nn.Linear(8, 2)
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(8, 2))  # dropout draws random numbers
+    start = copy.deepcopy(model.state_dict())
     with pytest.raises(KeyboardInterrupt):
         fit_model(model, Crashing(train, limit=64 * 3 + 10), val, cfg, tmp_path, "fp", progress=False)
     saved = json.loads((tmp_path / "checkpoint.json").read_text())
     assert saved["progress"]["epoch"] == 3
-    hist = fit_model(torch.nn.Linear(8, 2), train, val, cfg, tmp_path, "fp", progress=False)
+    resumed = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(8, 2))
+    hist = fit_model(resumed, train, val, cfg, tmp_path, "fp", progress=False)
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5, 6]
     assert hist[:3] == saved["progress"]["history"]  # the first three epochs were not redone
+    # and it ends where an uninterrupted run ends: same weights, same losses
+    whole = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(8, 2))
+    whole.load_state_dict(start)
+    full = fit_model(whole, train, val, cfg, None, "fp", progress=False)
+    assert [h["val_loss"] for h in full] == [h["val_loss"] for h in hist]
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
     other = fit_model(torch.nn.Linear(8, 2), train, val, cfg, tmp_path, "other-data", progress=False)
     assert len(other) == 6  # a checkpoint made with other settings is not reused: all six epochs ran
     assert json.loads((tmp_path / "checkpoint.json").read_text())["fingerprint"].startswith("other-data")
