@@ -237,7 +237,6 @@ def main() -> None:
     for engine in ("raising", "hanging"):
         broken = copy.copy(clf)
         broken.ocr, broken.ocr_timeout, broken.ocr_cache, broken.ocr_gate_ = engine, 2.0, None, float("inf")
-        broken.__dict__.pop("_ocr_reader", None)
         kind, detail = outcome(lambda: broken.predict(photo))
         said = kind == "answer" and any(n.startswith("OCR failed") for n in detail.notes)
         record("OCR engine", f"an engine that {engine[:-3]}s", kind if said or kind != "answer" else "crash",

@@ -261,8 +261,7 @@ class PillClassifier:
                           "products: call calibrate() with labelled photos")
             return
         img = self._image_with_enrolled(v["image"], v["features"].astype(np.float32))
-        cards = (self.card_text_.scores(v["texts"], self.classes_).astype(np.float64) if self.card_text_ is not None
-                 else np.zeros((len(v["y"]), len(self.classes_))))
+        cards = self._card_scores(v["texts"])
         txt = self._text_with_enrolled(v["text"], cards)
         k = v["image"].shape[1]
         # the trained classes keep their cross-fitted fused answer; enrolled ones join at their fused share
@@ -326,9 +325,10 @@ class PillClassifier:
         self.temperatures_ = {"image": fit_temperature(img_lp, y),
                               "text": fit_temperature(txt_lp[has_text], y[has_text]),
                               "fused": fit_temperature(fused_lp[fused_rows], y[fused_rows])}
-        self.ocr_gate_ = self._fit_ocr_gate(y, img_lp, fused_lp, has_text)
-        read = has_text & ~self._sure_without_text(img_lp)
-        final = self._final(img_lp, fused_lp, read)
+        ungated = self._final(img_lp, fused_lp, has_text)
+        self.ocr_gate_ = self._fit_ocr_gate(y, img_lp, ungated)
+        skipped = self._sure_without_text(img_lp)
+        final = self._final(img_lp, fused_lp, has_text & ~skipped)
         sure, correct = certainty(final), final.argmax(1) == y
         weight, enrolled = None, {}
         if as_enrolled is not None:
@@ -344,12 +344,11 @@ class PillClassifier:
         self.calibration_["threshold"] = {**self._threshold_report(sure, correct), "as_if_enrolled": enrolled}
         self.calibration_["ocr_gate"] = {
             "setting": self.ocr_gate, "probability": to_probability(self.ocr_gate_),
-            "ocr_rate": float(1 - self._sure_without_text(img_lp).mean()) if len(y) else 1.0,
+            "ocr_rate": float(1 - skipped.mean()) if len(y) else 1.0,
             "accuracy_gated": float(correct[:len(y)].mean()) if len(y) else None,
-            "accuracy_ungated": float((self._final(img_lp, fused_lp, has_text).argmax(1) == y).mean()) if len(y)
-            else None}
+            "accuracy_ungated": float((ungated.argmax(1) == y).mean()) if len(y) else None}
 
-    def _fit_ocr_gate(self, y: np.ndarray, img_lp: np.ndarray, fused_lp: np.ndarray, has_text: np.ndarray) -> float:
+    def _fit_ocr_gate(self, y: np.ndarray, img_lp: np.ndarray, answer: np.ndarray) -> float:
         """The image certainty above which OCR is skipped (`ocr_gate`): infinite (always read) when off, when text
         never changes the answer's source, or once products are enrolled (their text is what names them)."""
         if self.ocr_gate is None or not self.fusion_.active or self.enrolled_:
@@ -357,15 +356,13 @@ class PillClassifier:
         if self.ocr_gate != "auto":
             return to_certainty(float(self.ocr_gate))
         image = apply_temperature(img_lp, self.temperatures_["image"])
-        answer = self._final(img_lp, fused_lp, has_text)
         return choose_ocr_gate(certainty(image), image.argmax(1) == y, answer.argmax(1) == y)
 
     def _sure_without_text(self, img_lp: np.ndarray) -> np.ndarray:
         """Photos whose image-branch answer is sure enough (above the OCR gate) that their text is not read."""
-        gate = getattr(self, "ocr_gate_", float("inf"))
-        if not np.isfinite(gate):
+        if not np.isfinite(self.ocr_gate_):
             return np.zeros(len(img_lp), bool)
-        return certainty(apply_temperature(img_lp, self.temperatures_["image"])) >= gate
+        return certainty(apply_temperature(img_lp, self.temperatures_["image"])) >= self.ocr_gate_
 
     def _threshold_report(self, sure: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
         """Where the threshold came from and what it answers on validation; warns when it answers nothing."""
@@ -435,9 +432,13 @@ class PillClassifier:
         texts = [r.text for r in ocr]
         has = np.array([bool(t.strip()) for t in texts]) & self.text_.fitted_
         learned = self.text_.predict_log_proba(texts).astype(np.float64)
-        cards = (self.card_text_.scores(texts, self.classes_).astype(np.float64) if self.card_text_ is not None
-                 else np.zeros((len(texts), len(self.classes_))))
-        return learned, cards, np.array([r.confidence for r in ocr]), has
+        return learned, self._card_scores(texts), np.array([r.confidence for r in ocr]), has
+
+    def _card_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """(n_texts, n_classes) card-text match of each text with every class's card; zeros without a matcher."""
+        if self.card_text_ is None:
+            return np.zeros((len(texts), len(self.classes_)))
+        return self.card_text_.scores(texts, self.classes_).astype(np.float64)
 
     def _text_branch(self, learned: np.ndarray, cards: np.ndarray, conf: np.ndarray, has: np.ndarray) -> np.ndarray:
         """Learned text pooled with card text where that helped; enrolled classes by their card match alone."""
@@ -666,8 +667,8 @@ class PillClassifier:
     def _load(cls, d: Path, config: dict, use_onnx: bool, overrides: dict) -> "PillClassifier":
         clf = cls(**{**config["params"], **overrides})
         clf.classes_ = config["classes"]
-        if not (d / WEIGHTS_FILE).is_file() or config.get("weights_sha256", sha256(d / WEIGHTS_FILE)) != \
-                sha256(d / WEIGHTS_FILE):
+        digest = sha256(d / WEIGHTS_FILE) if (d / WEIGHTS_FILE).is_file() else None
+        if digest is None or config.get("weights_sha256", digest) != digest:
             raise ValueError(f"{d}: {WEIGHTS_FILE} is missing or is not the one {CONFIG_FILE} was saved with (a save "
                              "interrupted, or files copied from two models); save the model again")
         tensors = load_file(str(d / WEIGHTS_FILE))

@@ -248,9 +248,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--out", default=None, help="file.csv or file.json")
     p.add_argument("--ocr-cache", default=None)
-    p.add_argument("--ocr-gate", default="auto",
-                   help="skip OCR where the image alone is sure: 'auto' (fitted on validation), 'none' (always "
-                        "read), or an image confidence such as 0.999")
     p.add_argument("--ocr-train-per-class", type=int, default=None,
                    help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.set_defaults(func=cmd_predict)
@@ -260,9 +257,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file")
     p.add_argument("--target", default=None, help="class to explain (default: the answer)")
     p.add_argument("--ocr-cache", default=None)
-    p.add_argument("--ocr-gate", default="auto",
-                   help="skip OCR where the image alone is sure: 'auto' (fitted on validation), 'none' (always "
-                        "read), or an image confidence such as 0.999")
     p.add_argument("--ocr-train-per-class", type=int, default=None,
                    help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.set_defaults(func=cmd_explain)
@@ -274,9 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="JSON file for the full report")
     p.add_argument("--plots", default=None, help="folder for confusion, reliability and risk-coverage PNGs")
     p.add_argument("--ocr-cache", default=None)
-    p.add_argument("--ocr-gate", default="auto",
-                   help="skip OCR where the image alone is sure: 'auto' (fitted on validation), 'none' (always "
-                        "read), or an image confidence such as 0.999")
     p.add_argument("--ocr-train-per-class", type=int, default=None,
                    help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.set_defaults(func=cmd_evaluate)

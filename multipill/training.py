@@ -17,6 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .files import write_atomic, write_text_atomic
+
 
 @dataclass
 class TrainConfig:
@@ -79,12 +81,10 @@ class Checkpoint:
         tensors.update(opt_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.shuffle"] = shuffle.get_state()  # the loader's order for the epochs still to come
-        tmp = self.dir / "checkpoint.safetensors.tmp"
-        save_file(tensors, str(tmp))
         meta = {"fingerprint": self.fingerprint, "progress": progress, "optimizer": opt_meta}
-        (self.dir / "checkpoint.json.tmp").write_text(json.dumps(meta))
-        tmp.replace(self.dir / "checkpoint.safetensors")  # weights first, then the JSON that points at them
-        (self.dir / "checkpoint.json.tmp").replace(self.dir / "checkpoint.json")
+        # weights first, then the JSON that points at them
+        write_atomic(self.dir / "checkpoint.safetensors", lambda tmp: save_file(tensors, tmp))
+        write_text_atomic(self.dir / "checkpoint.json", json.dumps(meta))
 
     def load(self, shuffle: torch.Generator) -> Optional[tuple[dict, dict, dict, dict]]:
         """(model state, best state, optimizer state, progress) when a matching checkpoint exists; the random
