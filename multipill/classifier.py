@@ -28,7 +28,7 @@ from .files import sha256, write_atomic, write_text_atomic
 from .fusion import LogLinearFusion
 from .images import ImageInput, load_image
 from .metrics import branch_report, most_confused
-from .ocr import OCRReader, OCRResult, create_ocr
+from .ocr import OCRReader, OCRResult, TextPiece, create_ocr
 from .novelty import NearestNeighbourNovelty
 from .products import lookalike_groups
 from .text import TextBranch, log_softmax
@@ -47,7 +47,9 @@ class Prediction:
     """One image's answer (calibrated), with what each branch thought, what OCR read and the product card.
 
     `abstained` is True when the answer should not be trusted: calibrated confidence below the model's
-    threshold, or an image unlike any trained product (`novelty` above the model's novelty threshold).
+    threshold, or an image unlike any trained product (`novelty` above the model's novelty threshold);
+    `abstain_reason` then says which ("low confidence" or "unknown product"). `pieces` are the OCR lines
+    with their boxes in the photo's (upright) pixel coordinates.
     """
 
     label: str
@@ -63,6 +65,8 @@ class Prediction:
     card: Optional[dict] = None
     warning: str = WARNING
     notes: list[str] = field(default_factory=list)
+    pieces: list[TextPiece] = field(default_factory=list)
+    abstain_reason: Optional[str] = None
 
 
 class PillClassifier:
@@ -525,10 +529,13 @@ class PillClassifier:
                 notes.append("no text found; answered from the image alone")
             elif self.fusion and not self.fusion_.active:
                 notes.append(f"fusion off: {self.fusion_.report_['decision']}")
+            reason = None
             if out["novelty"][i] > self.novelty_.threshold_:
+                reason = "unknown product"
                 notes.append("abstained: the image is unlike every trained product (novelty "
                              f"{out['novelty'][i]:.3f} > {self.novelty_.threshold_:.3f})")
             elif out["abstained"][i]:
+                reason = "low confidence"
                 notes.append(f"abstained: confidence {p[order[0]]:.6g} is below the threshold "
                              f"{to_probability(self.threshold_):.6g}")
             card = self.cards_.get(label)
@@ -537,7 +544,7 @@ class PillClassifier:
                 dict(zip(self.classes_, img_p[i].round(6).tolist())),
                 dict(zip(self.classes_, txt_p[i].round(6).tolist())) if out["has_text"][i] else None,
                 r.text, r.status, used, bool(out["abstained"][i]), float(out["novelty"][i]),
-                card.to_json() if card else None, WARNING, notes))
+                card.to_json() if card else None, WARNING, notes, r.pieces, reason))
         return preds[0] if single else preds
 
     def explain(self, image: ImageInput, target: Optional[str] = None) -> Explanation:

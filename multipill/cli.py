@@ -1,9 +1,10 @@
-"""`multipill demo | train | predict | evaluate | explain | enrol`: the API's options on the command line."""
+"""The multipill command (demo, train, predict, evaluate, explain, enrol, export, serve): the API's options."""
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -223,6 +224,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+    serve(args.model, host=args.host, port=args.port, api_key=args.api_key or os.environ.get("MULTIPILL_API_KEY"),
+          ocr_timeout=args.ocr_timeout, max_upload=int(args.max_upload_mb * 2**20))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     run_demo(args.out, quick=args.quick)
@@ -281,6 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write the image branch to ONNX beside the saved model (faster on CPU)")
     p.add_argument("model")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("serve", help="a web page for phone photos and a JSON API (the demo's model by default)")
+    p.add_argument("--model", default=None, help="a saved model folder; default: the demo's (trained if absent)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None,
+                   help="require this key (X-API-Key header) on API calls; default: $MULTIPILL_API_KEY if set")
+    p.add_argument("--ocr-timeout", type=float, default=10.0,
+                   help="seconds of OCR per photo before answering from the image alone")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest photo accepted (413 above)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -30,8 +31,9 @@ class Explanation:
     def text_shift(self) -> float:
         return self.answer_probability - self.image_probability
 
-    def save(self, path: str | Path, alpha: float = 0.45) -> Path:
-        """PNG: the photo, the heatmap over it, the OCR boxes with their text, and a caption."""
+    def save(self, path: str | Path | BinaryIO, alpha: float = 0.45) -> Path | BinaryIO:
+        """PNG (to a path or a binary file): the photo, the heatmap over it, the OCR boxes with their text, and a
+        caption."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -55,9 +57,9 @@ class Explanation:
                      f"\n{text}", fontsize=9)
         ax.axis("off")
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, format="png")
         plt.close(fig)
-        return Path(path)
+        return Path(path) if isinstance(path, (str, Path)) else path
 
 
 def pointing_game(heatmap: np.ndarray, mask: np.ndarray) -> tuple[bool, float]:
