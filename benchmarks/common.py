@@ -6,6 +6,8 @@ import datetime
 import json
 import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -63,10 +65,22 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def commit() -> str:
+    """The code's git commit (with "+changes" when the work tree differs from it), for every result."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD")
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "") if head else "unknown"
+
+
 def write_json(out: Path, name: str, payload: dict) -> Path:
+    """The result with the machine, the commit and the command that produced it."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    script = Path(sys.argv[0]).resolve()
+    command = " ".join(["python", str(script.relative_to(ROOT) if script.is_relative_to(ROOT) else script),
+                        *sys.argv[1:]])
+    path.write_text(json.dumps({"machine": machine(), "commit": commit(), "command": command, **payload}, indent=2))
     return path
 
 

@@ -155,3 +155,13 @@ def test_robustness_quick(tmp_path):
     assert totals["inputs"] >= 100 and totals["crash"] == 0, [r for r in result["inputs"] if r["outcome"] == "crash"]
     assert totals["same answer as clean"] == totals["with a clean version"] > 0
     assert cli["exit_code"] == 1 and not cli["traceback"] and cli["rows"] == cli["files_listed"] > 0
+
+
+def test_serve_load_quick(tmp_path):
+    _run("serve_load.py", tmp_path)
+    result = json.loads((tmp_path / "serve_load_quick.json").read_text())
+    run = result["runs"][0]
+    assert run["requests"] > 0 and run["errors"] == 0, run["first_errors"]
+    assert run["p50_s"] <= run["p95_s"] <= run["max_s"]
+    assert run["memory_after"]["peak_mb"] >= run["memory_after"]["rss_mb"] > 0
+    assert result["command"].startswith("python benchmarks/serve_load.py --quick") and result["commit"]

@@ -1,0 +1,192 @@
+"""Load check of `multipill serve`: N concurrent clients on loopback for a fixed time, each posting real photos.
+
+    python benchmarks/serve_load.py           # the demo's model; 1, 4 and 8 clients, 60 s each, grocery val photos
+    python benchmarks/serve_load.py --quick   # a small synthetic model, 2 clients for 5 s: checks the script
+
+The server is the real command (`python -m multipill serve --model M`) in its own process with a cold, private
+OCR cache; the clients are threads here. Every request is a photo the server has not seen (each photo gets a
+one-pixel change, re-encoded as JPEG, before timing starts), so the OCR cache never answers for it: what a
+counter sees when every customer's photo is new. Reported per number of clients: requests/s, p50 / p95 / max
+latency, errors (any status but 200, or no answer; must be 0), and the server's resident memory after one
+warm-up request, after the load, and at its peak.
+"""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from common import ROOT, SHARED, markdown_table, parser, write_json
+from multipill.images import load_image
+
+
+def payloads(photos: list[Path], n: int) -> list[bytes]:
+    """n distinct JPEGs cycling over the photos: each differs from the others by one pixel."""
+    images = [load_image(p) for p in photos]
+    out = []
+    for i in range(n):
+        image = images[i % len(images)].copy()
+        image.putpixel((0, 0), ((i * 7) % 256, (i // 256) % 256, 255 - i % 256))
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=92)
+        out.append(buf.getvalue())
+    return out
+
+
+def memory(pid: int) -> dict:
+    """Resident and peak resident memory of a process, in MB (Linux /proc)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {k: round(int(fields[key].split()[0]) / 1024, 1) for k, key in (("rss_mb", "VmRSS"), ("peak_mb", "VmHWM"))}
+
+
+def start_server(model: Path, cache: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MULTIPILL_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "multipill", "serve", "--model", str(model), "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server stopped: {proc.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("the server did not answer /health within 300 s")
+
+
+def load(url: str, bodies: list[bytes], clients: int, seconds: float, start_at: int) -> dict:
+    """`clients` threads post photos back to back until `seconds` have passed; latencies and failures."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock, cursor = threading.Lock(), [start_at]
+    stop = time.perf_counter() + seconds
+
+    def client() -> None:
+        with httpx.Client(timeout=120) as http:
+            while time.perf_counter() < stop:
+                with lock:
+                    body = bodies[cursor[0] % len(bodies)]
+                    cursor[0] += 1
+                begin = time.perf_counter()
+                try:
+                    r = http.post(f"{url}/predict", files={"file": ("photo.jpg", body, "image/jpeg")})
+                    ok = r.status_code == 200 and "label" in r.json()
+                    error = "" if ok else f"{r.status_code}: {r.text[:200]}"
+                except (httpx.HTTPError, ValueError) as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                with lock:
+                    latencies.append(time.perf_counter() - begin)
+                    if error:
+                        errors.append(error)
+    began = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - began
+    lat = np.array(latencies)
+    return {"clients": clients, "seconds": round(wall, 1), "requests": len(lat),
+            "requests_per_s": round(len(lat) / wall, 2), "p50_s": round(float(np.median(lat)), 3),
+            "p95_s": round(float(np.percentile(lat, 95)), 3), "max_s": round(float(lat.max()), 3),
+            "errors": len(errors), "first_errors": errors[:5], "photos_reused": max(0, cursor[0] - len(bodies))}
+
+
+def quick_model(work: Path) -> tuple[Path, list[Path]]:
+    """A small fused model of four synthetic lookalike packs, and its test photos."""
+    from multipill import PillClassifier
+    from multipill.products import SEED_PRODUCTS
+    from multipill.synthetic import generate_packs
+    products = tuple(p for p in SEED_PRODUCTS if p.brand in ("Bioflu", "Neozep", "Decolgen", "Biogesic"))
+    data = generate_packs(work / "packs", {"train": 8, "validation": 6, "test": 4}, products=products, size=256)
+    model = PillClassifier(image_size=96, views=1, epochs=5, progress=False).fit(data).save(work / "model")
+    return model, sorted((data / "test").rglob("*.png"))
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--model", default=None, help="a saved model; default: the demo's (trained first if absent)")
+    p.add_argument("--photos", default=str(SHARED / "grocery-packages" / "val"),
+                   help="a folder of photos to post (default: grocery val, real phone photos)")
+    p.add_argument("--clients", default="1,4,8", help="comma-separated numbers of concurrent clients")
+    p.add_argument("--seconds", type=float, default=60.0, help="duration of each load")
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="multipill-serve-load-"))
+    clients = [2] if args.quick else [int(c) for c in args.clients.split(",")]
+    seconds = 5.0 if args.quick else args.seconds
+    if args.quick:
+        model, photos = quick_model(work)
+    else:
+        from multipill.server import demo_model
+        model = Path(args.model) if args.model else demo_model(ROOT / "multipill_runs" / "demo")
+        photos = sorted(f for f in Path(args.photos).rglob("*") if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not photos:
+        raise SystemExit(f"no photos in {args.photos}")
+    bodies = payloads(photos, 40 if args.quick else 1500)
+    server, url = start_server(model, work / "cache")
+    rows, runs = [], []
+    try:
+        httpx.post(f"{url}/predict", files={"file": ("warm.jpg", bodies[-1])}, timeout=300)  # loads the OCR models
+        used = 0
+        for n in clients:
+            before = memory(server.pid)
+            result = load(url, bodies[:-1], n, seconds, used)
+            used += result["requests"]
+            result["memory_before"], result["memory_after"] = before, memory(server.pid)
+            runs.append(result)
+            rows.append([n, result["requests"], result["requests_per_s"], result["p50_s"], result["p95_s"],
+                         result["max_s"], result["errors"], before["rss_mb"], result["memory_after"]["rss_mb"],
+                         result["memory_after"]["peak_mb"]])
+            if server.poll() is not None:
+                raise RuntimeError("the server stopped under load")
+    finally:
+        server.terminate()
+        server.wait(30)
+    table = markdown_table(["clients", "requests", "req/s", "p50 s", "p95 s", "max s", "errors", "RSS before MB",
+                            "RSS after MB", "peak MB"], rows)
+    print(table)
+    name = "serve_load_quick" if args.quick else "serve_load"
+    path = write_json(Path(args.out), name, {"model": str(model), "photos": args.photos if not args.quick else
+                                              "synthetic packs", "distinct_photos": len(bodies), "runs": runs,
+                                              "table": table})
+    if not args.quick:
+        plot(runs, Path(args.out) / f"{name}.png")
+    print(f"wrote {path}")
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    """Requests/s and latency against concurrent clients."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n = [r["clients"] for r in runs]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.2))
+    a.plot(n, [r["requests_per_s"] for r in runs], "o-")
+    a.set(xlabel="concurrent clients", ylabel="requests / s", title="throughput", ylim=(0, None))
+    b.plot(n, [r["p50_s"] for r in runs], "o-", label="p50")
+    b.plot(n, [r["p95_s"] for r in runs], "s--", label="p95")
+    b.set(xlabel="concurrent clients", ylabel="seconds", title="latency per request", ylim=(0, None))
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
