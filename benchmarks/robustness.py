@@ -1,4 +1,4 @@
-"""Bad and odd inputs through `predict` and the CLI: no crash, a clear error or the same answer as the clean image.
+"""Bad and odd inputs through `predict`, the CLI and the HTTP API: no crash, a clear error or the same answer as the clean image.
 
     python benchmarks/robustness.py            # 300+ generated inputs
     python benchmarks/robustness.py --quick    # fewer byte-level mutants: checks the script end to end
@@ -12,7 +12,8 @@ hangs, a corrupt OCR cache entry, and corrupt or partial model folders. Each out
 (an `ImageLoadError`/`ValueError`/`FileNotFoundError` that names the problem) or a crash (anything else). An odd
 but valid image must get the same answer as its cleaned version (the same pixels as a plain RGB image). The
 whole corpus of files also goes through `multipill predict` in a subprocess: exit code 0 or 1, no traceback,
-one CSV row per file.
+one CSV row per file; and every input a client can upload goes to the served `POST /predict` (`multipill serve`'s
+app): a 200 answer equal to predict()'s or a 4xx naming the problem, never a 5xx.
 """
 from __future__ import annotations
 
@@ -199,6 +200,38 @@ def model_folder_cases(clf: PillClassifier, root: Path) -> list[tuple[str, Path]
     return out
 
 
+def http_outcomes(clf: PillClassifier, cases: list[Case], predicted: dict[str, tuple]) -> dict[str, Any]:
+    """Every corpus input a client can send (readable files and bytes) posted to the served `/predict`."""
+    from fastapi.testclient import TestClient
+
+    from multipill.server import create_app
+    client = TestClient(create_app(clf), raise_server_exceptions=False)
+    counts = {"inputs": 0, "answer": 0, "clear error": 0, "crash": 0, "same as predict": 0,
+              "refused by a served limit": 0, "crashes": []}
+    for case in cases:
+        try:
+            data = case.source if isinstance(case.source, bytes) else Path(case.source).read_bytes()
+        except (OSError, TypeError):  # folders, loops, missing files, in-memory arrays: nothing to upload
+            continue
+        name = os.fsencode(Path(case.name).name[:200]).decode("utf-8", "replace")
+        r = client.post("/predict", files={"file": (name, data, "application/octet-stream")})
+        detail = r.json().get("detail") if r.headers.get("content-type") == "application/json" else None
+        kind = "answer" if r.status_code == 200 else (
+            "clear error" if 400 <= r.status_code < 500 and isinstance(detail, str) and detail else "crash")
+        counts["inputs"] += 1
+        counts[kind] += 1
+        if kind == "crash":
+            counts["crashes"].append(f"{case.name}: {r.status_code} {r.text[:200]}")
+        expected = predicted[case.name]
+        if kind == "answer":
+            counts["same as predict"] += int(expected == ("answer", r.json()["label"]))
+        elif r.status_code == 413 and expected[0] == "answer":
+            counts["refused by a served limit"] += 1
+        else:
+            counts["same as predict"] += int(expected[0] == kind)
+    return counts
+
+
 def main() -> None:
     args = parser(__doc__).parse_args()
     work = Path(tempfile.mkdtemp(prefix="multipill-robustness-"))
@@ -223,8 +256,10 @@ def main() -> None:
         records.append({"category": category, "input": name, "outcome": kind, "same_as_clean": same,
                         "detail": getattr(detail, "label", str(detail))[:300]})
 
+    predicted = {}
     for case in cases:
         kind, detail = outcome(lambda: clf.predict(case.source))
+        predicted[case.name] = (kind, getattr(detail, "label", None))
         same = None
         if case.clean is not None and kind == "answer":
             same = detail.label == clf.predict(case.clean).label
@@ -264,6 +299,7 @@ def main() -> None:
            "files_listed": len(_list_images([str(work / "corpus")])),
            "errors": sum(bool(r["error"]) for r in cli_rows), "answers": sum(not r["error"] for r in cli_rows),
            "stderr_tail": proc.stderr[-500:]}
+    http = http_outcomes(clf, cases, predicted)
     totals = {k: sum(r[k] for r in rows.values()) for k in next(iter(rows.values()))}
     table = markdown_table(["category", "inputs", "answers", "clear errors", "crashes", "same answer as clean"],
                            [[c, r["inputs"], r["answer"], r["clear error"], r["crash"],
@@ -271,9 +307,14 @@ def main() -> None:
                              else ""] for c, r in [*rows.items(), ("all", totals)]])
     print(f"{totals['inputs']} inputs through predict\n{table}\n\nCLI `multipill predict` on the corpus folder: exit "
           f"code {cli['exit_code']}, traceback: {cli['traceback']}, {cli['rows']} rows for {cli['files_listed']} "
-          f"image files ({cli['answers']} answers, {cli['errors']} errors)")
+          f"image files ({cli['answers']} answers, {cli['errors']} errors)\n\nHTTP API `POST /predict` on every "
+          f"corpus file a client can send: {http['inputs']} files, {http['answer']} answers, {http['clear error']} "
+          f"clear errors (4xx naming the problem), {http['crash']} crashes (5xx or no reason); "
+          f"{http['same as predict']} as predict() answers or refuses them, {http['refused by a served limit']} "
+          f"refused by the server's pixel limit that predict() answers after shrinking")
     write_json(Path(args.out), "robustness" + ("_quick" if args.quick else ""),
-               {"table": table, "totals": totals, "by_category": rows, "cli": cli, "inputs": records})
+               {"table": table, "totals": totals, "by_category": rows, "cli": cli, "http": http,
+                "inputs": records})
 
 
 if __name__ == "__main__":

@@ -155,6 +155,10 @@ def test_robustness_quick(tmp_path):
     assert totals["inputs"] >= 100 and totals["crash"] == 0, [r for r in result["inputs"] if r["outcome"] == "crash"]
     assert totals["same answer as clean"] == totals["with a clean version"] > 0
     assert cli["exit_code"] == 1 and not cli["traceback"] and cli["rows"] == cli["files_listed"] > 0
+    http = result["http"]
+    assert http["inputs"] >= 80 and http["crash"] == 0, http["crashes"]
+    assert http["answer"] > 0 and http["clear error"] > 0
+    assert http["same as predict"] + http["refused by a served limit"] == http["inputs"]
 
 
 def test_serve_load_quick(tmp_path):

@@ -6,6 +6,7 @@ import io
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -211,3 +212,47 @@ def test_explain_returns_a_png(client, packs):
     assert Image.open(io.BytesIO(r.content)).size[0] > 100
     assert client.post("/explain", files={"file": ("a.png", photo(packs, "Neozep"))},
                        data={"target": "Nope"}).status_code == 400
+
+
+def test_serve_command_end_to_end(small_model, packs, tmp_path):
+    """`multipill serve --model ... --api-key ...` as a user runs it: page, key, answer; Ctrl+C-like stop."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "multipill", "serve", "--model", str(small_model), "--port",
+                             str(port), "--api-key", "k3y"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.5)
+        assert 'content="k3y"' in httpx.get(url).text
+        files = {"file": ("p.png", photo(packs, "Bioflu"))}
+        assert httpx.post(f"{url}/predict", files=files, timeout=60).status_code == 401
+        r = httpx.post(f"{url}/predict", files=files, headers={"X-API-Key": "k3y"}, timeout=60)
+        assert r.status_code == 200 and r.json()["model"]["name"] == "lookalikes"
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert f"serving {small_model}" in output
+
+
+def test_serve_without_a_model_uses_the_demo_model(tmp_path, monkeypatch):
+    import multipill.demo
+    from multipill.server import demo_model
+    trained = []
+    monkeypatch.setattr(multipill.demo, "run_demo", lambda out: trained.append(out) or
+                        (Path(out) / "model").mkdir(parents=True) or (Path(out) / "model" / "multipill.json").touch())
+    assert demo_model(tmp_path / "demo") == tmp_path / "demo" / "model" and trained == [tmp_path / "demo"]
+    demo_model(tmp_path / "demo")
+    assert len(trained) == 1  # present: served as it is, not trained again
