@@ -6,11 +6,12 @@ docs' JavaScript from the package instead of a CDN, so `/docs` works without int
 """
 from __future__ import annotations
 
+import asyncio
 import html
 import io
 import secrets
-import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -27,6 +28,7 @@ from .images import ImageLoadError, load_image
 
 MAX_UPLOAD = 10 * 2**20  # bytes per photo: a phone photo is 2-8 MB
 MAX_BATCH = 16  # photos per /predict/batch request
+MAX_QUEUE = 32  # requests waiting for the model before new ones get 503 (each holds up to MAX_UPLOAD bytes)
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # Pillow's own bomb limit (about 89 megapixels); refused before decoding
 OCR_TIMEOUT = 10.0  # seconds of OCR per photo before the answer falls back to the image branch
 API_KEY_HEADER = "X-API-Key"
@@ -106,7 +108,7 @@ def _page(api_key: Optional[str]) -> str:
 
 
 def create_app(clf: Any, name: str = "model", api_key: Optional[str] = None, max_upload: int = MAX_UPLOAD,
-               max_batch: int = MAX_BATCH) -> FastAPI:
+               max_batch: int = MAX_BATCH, max_queue: int = MAX_QUEUE) -> FastAPI:
     """The web app over a fitted PillClassifier; inference is serialised (one model, 2 cores), requests are not."""
     from fastapi_offline import FastAPIOffline
 
@@ -116,7 +118,8 @@ def create_app(clf: Any, name: str = "model", api_key: Optional[str] = None, max
                                      "Every answer is to be confirmed against the pack by a pharmacist.")
     model = {"name": name, "version": __version__, "backbone": clf.backbone, "classes": len(clf.classes_),
              "ocr": clf.ocr if clf.fusion else None}
-    lock = threading.Lock()
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="multipill-model")
+    waiting = [0]  # requests queued for or on the model thread
     header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
     def authorised(key: Optional[str] = Security(header)) -> None:
@@ -134,18 +137,31 @@ def create_app(clf: Any, name: str = "model", api_key: Optional[str] = None, max
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return JSONResponse({"detail": problems}, 400)
 
-    def read(upload: UploadFile) -> tuple[str, bytes]:
-        data = upload.file.read(max_upload + 1)
+    async def read(upload: UploadFile) -> tuple[str, bytes]:
+        data = await upload.read(max_upload + 1)
         if len(data) > max_upload:
             raise PayloadTooLarge(max_upload)
         return upload.filename or "upload", data
 
+    async def on_model(work: Callable[[], Any]) -> Any:
+        """Decode and infer on the one model thread: requests queue (up to `max_queue`, then 503) and cannot
+        mix, and memory stays that of one thread however many clients wait."""
+        if waiting[0] >= max_queue:
+            raise HTTPException(503, f"busy: {waiting[0]} requests are waiting; try again shortly",
+                                headers={"Retry-After": "2"})
+        waiting[0] += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(worker, work)
+        finally:
+            waiting[0] -= 1
+
     def answer(images: list[Image.Image], top_k: int) -> list[dict]:
+        preds = clf.predict(images, top_k=min(top_k, len(clf.classes_)))
+        return [prediction_json(p, im, model) for p, im in zip(preds, images)]
+
+    def check_top_k(top_k: int) -> None:
         if top_k < 1:
             raise HTTPException(400, f"top_k must be at least 1, got {top_k}")
-        with lock:
-            preds = clf.predict(images, top_k=min(top_k, len(clf.classes_)))
-        return [prediction_json(p, im, model) for p, im in zip(preds, images)]
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
@@ -161,40 +177,50 @@ def create_app(clf: Any, name: str = "model", api_key: Optional[str] = None, max
                             for c in clf.classes_]}
 
     @app.post("/predict", dependencies=[Depends(authorised)], summary="Identify the product in one photo")
-    def predict(file: UploadFile = File(..., description="a photo (JPEG, PNG, WebP...)"),
-                top_k: int = Form(5, description="how many ranked answers to return")) -> dict:
-        name, data = read(file)
-        return answer([decode_upload(data, name)], top_k)[0]
+    async def predict(file: UploadFile = File(..., description="a photo (JPEG, PNG, WebP...)"),
+                      top_k: int = Form(5, description="how many ranked answers to return")) -> dict:
+        check_top_k(top_k)
+        name, data = await read(file)
+        return await on_model(lambda: answer([decode_upload(data, name)], top_k)[0])
 
     @app.post("/predict/batch", dependencies=[Depends(authorised)],
               summary="Identify several photos; a bad file gets an error entry, the others their answers")
-    def predict_batch(files: list[UploadFile] = File(...), top_k: int = Form(5)) -> dict:
+    async def predict_batch(files: list[UploadFile] = File(...), top_k: int = Form(5)) -> dict:
+        check_top_k(top_k)
         if len(files) > max_batch:
             raise HTTPException(413, f"{len(files)} files: at most {max_batch} per request")
-        results: list[Optional[dict]] = [None] * len(files)
-        images, where = [], []
-        for i, upload in enumerate(files):
+        uploads = []
+        for upload in files:
             try:
-                name, data = read(upload)
-                images.append(decode_upload(data, name))
-                where.append(i)
+                uploads.append(await read(upload))
             except HTTPException as exc:
-                results[i] = {"file": upload.filename, "error": exc.detail, "status": exc.status_code}
-        for i, result in zip(where, answer(images, top_k) if images else []):
-            results[i] = {"file": files[i].filename, **result}
-        return {"results": results}
+                uploads.append(exc)
+
+        def work() -> list[dict]:
+            results: list[dict] = [{} for _ in files]
+            images, where = [], []
+            for i, (upload, got) in enumerate(zip(files, uploads)):
+                try:
+                    if isinstance(got, HTTPException):
+                        raise got
+                    images.append(decode_upload(got[1], got[0]))
+                    where.append(i)
+                except HTTPException as exc:
+                    results[i] = {"file": upload.filename, "error": exc.detail, "status": exc.status_code}
+            for i, result in zip(where, answer(images, top_k) if images else []):
+                results[i] = {"file": files[i].filename, **result}
+            return results
+        return {"results": await on_model(work)}
 
     @app.post("/explain", dependencies=[Depends(authorised)], response_class=Response,
               responses={200: {"content": {"image/png": {}}}},
               summary="Grad-CAM overlay with the OCR boxes, as a PNG (slower: a backward pass)")
-    def explain(file: UploadFile = File(...), target: Optional[str] = Form(None)) -> Response:
-        name, data = read(file)
-        image = decode_upload(data, name)
+    async def explain(file: UploadFile = File(...), target: Optional[str] = Form(None)) -> Response:
         if target is not None and target not in clf.classes_:
             raise HTTPException(400, f"unknown class {target!r}")
+        name, data = await read(file)
         png = io.BytesIO()
-        with lock:
-            clf.explain(image, target=target).save(png)
+        await on_model(lambda: clf.explain(decode_upload(data, name), target=target).save(png))
         return Response(png.getvalue(), media_type="image/png")
 
     app.mount("/static", StaticFiles(packages=[("multipill", "web")]), name="static")

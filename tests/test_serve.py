@@ -184,6 +184,21 @@ def test_ocr_time_limit_answers_from_the_image(clf, packs):
     assert any("timed out" in n and "image alone" in n for n in body["notes"])
 
 
+def test_a_full_queue_answers_503_and_the_server_goes_on(clf, packs):
+    register_ocr("hanging-serve", Hanging)
+    slow = copy.copy(clf)
+    slow.ocr, slow.ocr_timeout, slow.ocr_cache, slow.ocr_gate_ = "hanging-serve", 1.0, None, float("inf")
+    with live_server(create_app(slow, max_queue=1)) as url:
+        def ask(_) -> httpx.Response:
+            return httpx.post(f"{url}/predict", files={"file": ("p.png", photo(packs, "Bioflu"))}, timeout=60)
+        with ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(ask, range(4)))
+        busy = [r for r in responses if r.status_code == 503]
+        assert busy and busy[0].headers["Retry-After"] and "busy" in busy[0].json()["detail"]
+        assert {r.status_code for r in responses} == {200, 503}
+        assert ask(0).status_code == 200
+
+
 def test_bad_requests_do_not_affect_the_next(client, packs):
     before = post(client, photo(packs, "Biogesic", 1)).json()
     for data in (b"", b"GIF89a broken", claimed_size_png(30000, 30000)):
