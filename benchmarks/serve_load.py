@@ -24,7 +24,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image
 
 from common import ROOT, SHARED, markdown_table, parser, write_json
 from multipill.images import load_image
@@ -49,18 +48,35 @@ def memory(pid: int) -> dict:
     return {k: round(int(fields[key].split()[0]) / 1024, 1) for k, key in (("rss_mb", "VmRSS"), ("peak_mb", "VmHWM"))}
 
 
+class MemoryTrace(threading.Thread):
+    """The server's resident memory once a second, for the whole run: growth shows when it happens."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.start_time, self.points, self.done = pid, time.perf_counter(), [], threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(1.0):
+            try:
+                self.points.append((round(time.perf_counter() - self.start_time, 1), memory(self.pid)["rss_mb"]))
+            except (OSError, KeyError):  # the process ended
+                return
+
+
 def start_server(model: Path, cache: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "MULTIPILL_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "multipill", "serve", "--model", str(model), "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = cache.parent / "server.log"  # a file, not a pipe: a pipe nobody reads fills up and stalls the server
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "multipill", "serve", "--model", str(model), "--port",
+                                 str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server stopped: {proc.stderr.read()[-2000:]}")
+            raise RuntimeError(f"the server stopped: {log.read_text()[-2000:]}")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return proc, url
@@ -141,12 +157,15 @@ def main() -> None:
     bodies = payloads(photos, 40 if args.quick else 1500)
     server, url = start_server(model, work / "cache")
     rows, runs = [], []
+    trace = MemoryTrace(server.pid)
     try:
         httpx.post(f"{url}/predict", files={"file": ("warm.jpg", bodies[-1])}, timeout=300)  # loads the OCR models
+        trace.start()
         used = 0
         for n in clients:
             before = memory(server.pid)
             result = load(url, bodies[:-1], n, seconds, used)
+            result["ended_at_s"] = round(time.perf_counter() - trace.start_time, 1)
             used += result["requests"]
             result["memory_before"], result["memory_after"] = before, memory(server.pid)
             runs.append(result)
@@ -156,6 +175,7 @@ def main() -> None:
             if server.poll() is not None:
                 raise RuntimeError("the server stopped under load")
     finally:
+        trace.done.set()
         server.terminate()
         server.wait(30)
     table = markdown_table(["clients", "requests", "req/s", "p50 s", "p95 s", "max s", "errors", "RSS before MB",
@@ -164,25 +184,31 @@ def main() -> None:
     name = "serve_load_quick" if args.quick else "serve_load"
     path = write_json(Path(args.out), name, {"model": str(model), "photos": args.photos if not args.quick else
                                               "synthetic packs", "distinct_photos": len(bodies), "runs": runs,
-                                              "table": table})
+                                              "memory_trace": trace.points, "table": table})
     if not args.quick:
-        plot(runs, Path(args.out) / f"{name}.png")
+        plot(runs, trace.points, Path(args.out) / f"{name}.png")
     print(f"wrote {path}")
 
 
-def plot(runs: list[dict], path: Path) -> None:
-    """Requests/s and latency against concurrent clients."""
+def plot(runs: list[dict], trace: list[tuple[float, float]], path: Path) -> None:
+    """Requests/s and latency against concurrent clients, and the server's memory through the run."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     n = [r["clients"] for r in runs]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.2))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(12, 3.2))
     a.plot(n, [r["requests_per_s"] for r in runs], "o-")
     a.set(xlabel="concurrent clients", ylabel="requests / s", title="throughput", ylim=(0, None))
     b.plot(n, [r["p50_s"] for r in runs], "o-", label="p50")
     b.plot(n, [r["p95_s"] for r in runs], "s--", label="p95")
     b.set(xlabel="concurrent clients", ylabel="seconds", title="latency per request", ylim=(0, None))
     b.legend()
+    c.plot([t for t, _ in trace], [m for _, m in trace])
+    for r in runs:
+        c.axvline(r["ended_at_s"], color="grey", lw=0.8, ls=":")
+        c.annotate(f"{r['clients']} clients", (r["ended_at_s"], c.get_ylim()[0]), rotation=90, ha="right",
+                   va="bottom", fontsize=7, color="grey")
+    c.set(xlabel="seconds", ylabel="server RSS, MB", title="memory (dotted: end of each load)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

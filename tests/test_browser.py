@@ -107,3 +107,14 @@ def test_not_an_image_is_reported_on_the_page(browser, site, tmp_path):
     assert "415" in browser.find_element(By.ID, "status").text and "not a readable image" in \
         browser.find_element(By.ID, "status").text
     assert not browser.find_element(By.ID, "result").is_displayed()
+
+
+def test_api_docs_render_offline(browser, site):
+    """/docs draws the OpenAPI page from files the package serves (no CDN: this machine has no internet)."""
+    browser.get(f"{site}/docs")
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+    paths = {e.text.replace("\u200b", "") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/predict", "/predict/batch", "/explain", "/classes", "/health"} <= paths
+    external = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name).filter(u => !u.startsWith(location.origin))")
+    assert external == []
