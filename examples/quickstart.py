@@ -1,25 +1,32 @@
-"""Fit a fused classifier on an ImageFolder, compare it with image-only, save it and predict.
+"""The Python API on an ImageFolder: fit a fused classifier, compare it with image-only, save, load, predict.
 
     python examples/quickstart.py PATH/TO/IMAGEFOLDER   # <split>/<class>/<image>, e.g. ../shared/data/grocery-packages
     python examples/quickstart.py                       # synthetic packs made on the spot
+    python examples/quickstart.py --quick               # smaller and faster (what the tests run)
 """
-import sys
+import argparse
 import tempfile
 from pathlib import Path
 
 from multipill import PillClassifier, generate_packs
 from multipill.cli import format_table
 
-data = Path(sys.argv[1]) if len(sys.argv) > 1 else generate_packs(
-    Path(tempfile.mkdtemp()) / "packs", {"train": 16, "validation": 8, "test": 8})
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("data", nargs="?", help="an ImageFolder; default: synthetic packs")
+parser.add_argument("--quick", action="store_true")
+args = parser.parse_args()
+work = Path(tempfile.mkdtemp())
+n = {"train": 10, "validation": 6, "test": 6} if args.quick else {"train": 16, "validation": 8, "test": 8}
+data = Path(args.data) if args.data else generate_packs(work / "packs", n)
 
-clf = PillClassifier(backbone="efficientnet_lite0", freeze="frozen", ocr="easyocr", image_size=160)
+clf = PillClassifier(image_size=128 if args.quick else 224, epochs=20 if args.quick else 100)
 clf.fit(data)
-report = clf.evaluate(data)
-print(format_table(report))          # image-only, text-only and fused side by side
+print(format_table(clf.evaluate(data)))           # image-only, text-only and fused side by side
 
-clf.save("quickstart-model")
-clf = PillClassifier.load("quickstart-model")
-first = next(p for p in sorted(Path(data).rglob("*")) if p.suffix in (".png", ".jpg"))
-pred = clf.predict(first)
-print(pred.label, round(pred.confidence, 3), pred.source, repr(pred.text), pred.notes)
+clf.save(work / "model")
+clf = PillClassifier.load(work / "model")
+photo = next(p for p in sorted(Path(data).rglob("*")) if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+pred = clf.predict(photo)
+print(f"{photo.name}: {pred.label} ({pred.confidence:.3f}, from {pred.source}); abstained: {pred.abstained}; "
+      f"OCR read {pred.text!r}")
+print(pred.warning)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Serve a model and call its JSON API with curl.
+#   examples/serve_curl.sh MODEL_DIR PHOTO [PORT]
+set -euo pipefail
+model=$1 photo=$2 port=${3:-8000}
+multipill serve --model "$model" --port "$port" --api-key example-key &
+server=$!
+trap 'kill $server' EXIT
+until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do sleep 0.5; done
+
+curl -s "http://127.0.0.1:$port/health"; echo
+curl -s -H "X-API-Key: example-key" "http://127.0.0.1:$port/classes"; echo
+curl -s -H "X-API-Key: example-key" -F "file=@$photo" -F top_k=3 "http://127.0.0.1:$port/predict"; echo
+curl -s -o /dev/null -w "without the key: %{http_code}\n" -F "file=@$photo" "http://127.0.0.1:$port/predict"
