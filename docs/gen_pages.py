@@ -19,8 +19,16 @@ with mkdocs_gen_files.open("reference/cli.md", "w") as page:
     for name, sub in commands.items():
         page.write(f"## multipill {name}\n\n```text\n{sub.format_help()}```\n\n")
 
-with mkdocs_gen_files.open("results.md", "w") as page:
-    page.write((ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8"))
+PAGES = {"results.md": ROOT / "benchmarks" / "RESULTS.md", "experiments.md": ROOT / "benchmarks" / "EXPERIMENTS.md",
+         "changelog.md": ROOT / "CHANGELOG.md"}
+LINKS = {"(RESULTS.md)": "(results.md)", "(EXPERIMENTS.md)": "(experiments.md)", "(../CHANGELOG.md)": "(changelog.md)",
+         "(benchmarks/RESULTS.md)": "(results.md)"}
+for name, source in PAGES.items():
+    text = source.read_text(encoding="utf-8")
+    for old, new in LINKS.items():
+        text = text.replace(old, new)
+    with mkdocs_gen_files.open(name, "w") as page:
+        page.write(text)
 for path in sorted((ROOT / "benchmarks" / "results").glob("*")):
     if path.is_file():
         with mkdocs_gen_files.open(f"results/{path.name}", "wb") as out:
