@@ -40,3 +40,12 @@ def test_every_result_file_is_cited():
 def test_no_page_speaks_of_sessions():
     for page in PAGES:
         assert not re.search(r"\bsessions?\b", page.read_text(encoding="utf-8"), re.I), page
+
+
+def test_every_result_json_says_how_it_was_made():
+    import json
+    for path in RESULTS.glob("*.json"):
+        record = json.loads(path.read_text())
+        assert record["machine"]["date"] and record["machine"]["cores"], path.name
+        assert record["command"].startswith("python benchmarks/"), path.name
+        assert record.get("commit") or record.get("recorded_in"), path.name  # run's commit, or the one that added it
