@@ -30,6 +30,7 @@ from .images import ImageInput, load_image
 from .metrics import branch_report, most_confused
 from .ocr import OCRReader, OCRResult, TextPiece, create_ocr
 from .novelty import NearestNeighbourNovelty
+from .processes import process_state
 from .products import lookalike_groups
 from .text import TextBranch, log_softmax
 from .training import TrainConfig
@@ -611,9 +612,12 @@ class PillClassifier:
 
     # ----- persistence ----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Write multipill.json (config, labels, OCR settings, reports) and model.safetensors. No pickle."""
+        """Write multipill.json (config, labels, OCR settings, reports) and model.safetensors. No pickle.
+        Under several processes (`accelerate launch`) only the main one writes."""
         self._check_fitted()
         d = Path(directory)
+        if not process_state().is_main_process:
+            return d
         d.mkdir(parents=True, exist_ok=True)
         tensors = {f"image.{k}": v.detach().contiguous() for k, v in self.image_.state_dict().items()}
         tensors.update({f"text.{k}": torch.as_tensor(np.ascontiguousarray(v))

@@ -121,10 +121,16 @@ def _list_images(paths: Sequence[str]) -> list[Path]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .processes import process_state
+    state = process_state()
+    if state.num_processes > 1 and state.is_main_process:
+        print(f"training in {state.num_processes} processes ({state.distributed_type}, {state.backend})")
     clf = _classifier(args, checkpoint_dir=str(Path(args.out) / "checkpoints"))
     clf.fit(args.data, args.val)
     clf.save(args.out)
-    print(f"saved to {args.out}; fusion: {clf.fusion_.report_['decision']}")
+    if state.is_main_process:
+        print(f"saved to {args.out}; fusion: {clf.fusion_.report_['decision']}")
+    state.wait_for_everyone()
     return 0
 
 

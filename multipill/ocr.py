@@ -367,6 +367,15 @@ class OCRReader:
         return result
 
     def read(self, images: Sequence[Image.Image], desc: str = "OCR") -> list[OCRResult]:
+        """Every image's reading; under several processes (`accelerate launch`) each first reads its share into
+        the shared disk cache, so a data set is read once, in parallel, and every process then gets all of it."""
+        from .processes import process_state
+        state = process_state()
+        if state.num_processes > 1:
+            share = images[state.process_index::state.num_processes]
+            for im in tqdm(share, desc=f"{desc} (process {state.process_index})", disable=not self.progress):
+                self.read_one(im)
+            state.wait_for_everyone()
         results = [self.read_one(im) for im in tqdm(images, desc=desc, disable=not self.progress)]
         failed = [r.error for r in results if r.status == "failed"]
         if failed:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .files import write_atomic, write_text_atomic
+from .processes import process_state
 
 
 @dataclass
@@ -67,12 +68,12 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 class Checkpoint:
     """Last and best weights, optimiser and RNG state in safetensors; counters and history in JSON."""
 
-    def __init__(self, directory: Optional[str | Path], fingerprint: str):
+    def __init__(self, directory: Optional[str | Path], fingerprint: str, write: bool = True):
         self.dir = Path(directory) if directory else None
-        self.fingerprint = fingerprint
+        self.fingerprint, self.write = fingerprint, write  # every process resumes from it; one writes it
 
     def save(self, model: nn.Module, best: dict, optimizer, progress: dict, shuffle: torch.Generator) -> None:
-        if self.dir is None:
+        if self.dir is None or not self.write:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -121,6 +122,7 @@ def fit_model(model: nn.Module, train: Dataset, val: Dataset, config: TrainConfi
               progress: bool = True) -> list[dict]:
     """Train until early stopping; restores the best-validation-loss weights and returns per-epoch history."""
     set_seed(config.seed)
+    process_state()  # several processes on CPU: gloo, before the Accelerator settles the device
     accelerator = Accelerator()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
@@ -128,8 +130,8 @@ def fit_model(model: nn.Module, train: Dataset, val: Dataset, config: TrainConfi
     train_loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=generator)
     val_loader = DataLoader(val, batch_size=max(config.batch_size, 64))
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
-    ckpt = Checkpoint(checkpoint_dir if accelerator.is_main_process else None,
-                      fingerprint + json.dumps(asdict(config), sort_keys=True))
+    ckpt = Checkpoint(checkpoint_dir, fingerprint + json.dumps(asdict(config), sort_keys=True),
+                      write=accelerator.is_main_process)
     state = {"epoch": 0, "best_loss": math.inf, "bad_epochs": 0, "history": []}
     unwrapped = accelerator.unwrap_model(model)
     best = copy.deepcopy(unwrapped.state_dict())

@@ -98,3 +98,33 @@ def test_training_killed_mid_run_resumes_to_the_same_model(packs, tmp_path):
     assert len(resumed["image_history"]) == 25 and resumed["image_history"][:done["epoch"]] == done["history"]
     a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("whole", "killed"))
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("image."))  # the same weights as uninterrupted
+
+
+def test_two_processes_through_accelerate_train_one_model(packs, tmp_path):
+    """`accelerate launch` with two processes on the CPU (gloo) trains the model one process trains: same classes,
+    accuracy within noise, OCR shared out, and one saved model written once."""
+    import os
+    from multipill import PillClassifier
+    args = ["train", str(packs), "--image-size", "96", "--epochs", "15", "--views", "1",
+            "--ocr-cache", str(tmp_path / "ocr")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    two = subprocess.run(["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+                          "-m", "multipill", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=900, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    out = two.stdout + two.stderr
+    assert "training in 2 processes (DistributedType.MULTI_CPU, gloo)" in out
+    assert "(process 1)" in out  # the second process read its share of the photos
+    assert out.count("saved to") == 1
+    one = subprocess.run([sys.executable, "-m", "multipill", *args, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=900, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == [
+        "checkpoint.json", "checkpoint.safetensors"]
+    a, b = PillClassifier.load(tmp_path / "two"), PillClassifier.load(tmp_path / "one")
+    assert a.classes_ == b.classes_
+    # 40 test photos: a binomial standard error of about 0.07, so 0.2 is three of them
+    ra, rb = a.evaluate(packs, split="test"), b.evaluate(packs, split="test")
+    assert abs(ra["image"]["accuracy"] - rb["image"]["accuracy"]) <= 0.2, (ra["image"], rb["image"])
