@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -10,8 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .cards import WARNING
-from .files import write_atomic, write_text_atomic
-from .images import ImageLoadError, load_image
+from .files import write_text_atomic
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -105,11 +103,6 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _text(value: object) -> str:
-    """A file name or message as printable UTF-8: bytes that are not UTF-8 in a file name shown as \\xNN."""
-    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def _list_images(paths: Sequence[str]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
@@ -135,51 +128,51 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .batch_predict import RowWriter, predict_files
     from .classifier import PillClassifier
-    clf = PillClassifier.load(args.model, **({"ocr_cache": args.ocr_cache} if args.ocr_cache else {}))
+    clf = PillClassifier.load(args.model, progress=False,
+                              **({"ocr_cache": args.ocr_cache} if args.ocr_cache else {}))
     files = _list_images(args.images)
     if not files:
         print("no images found in " + ", ".join(args.images), file=sys.stderr)
         return 2
-    rows, good, images = [], [], []
-    for f in files:
-        try:
-            images.append(load_image(f))
-            good.append(f)
-        except ImageLoadError as exc:
-            rows.append({"image": _text(f), "label": "", "confidence": "", "error": _text(exc)})
-    preds = clf.predict(images, top_k=args.top_k) if images else []
-    for f, pred in zip(good, preds):
-        rows.append({"image": _text(f), "label": pred.label, "confidence": round(pred.confidence, 4),
-                     "abstained": pred.abstained, "source": pred.source, "text": pred.text,
-                     "top_k": "; ".join(f"{c}:{p:.3f}" for c, p in pred.top_k),
-                     "card": json.dumps(pred.card) if pred.card else "", "error": ""})
-    rows.sort(key=lambda r: r["image"])
-    if args.out:
-        out = Path(args.out)
-        if out.suffix == ".json":
-            write_text_atomic(out, json.dumps(rows, indent=2))
-        else:
-            fields = ["image", "label", "confidence", "abstained", "source", "text", "top_k", "card", "error"]
-
-            def write_csv(tmp: str) -> None:
-                with open(tmp, "w", newline="", encoding="utf-8") as f:
-                    w = csv.DictWriter(f, fieldnames=fields)
-                    w.writeheader()
-                    w.writerows(rows)
-            write_atomic(out, write_csv)
-        print(f"wrote {len(rows)} rows to {out}")
-    else:
-        for r in rows:
-            label = "ERROR" if r["error"] else ("ABSTAINED (best guess: " + r["label"] + ")" if r["abstained"]
-                                                else r["label"])
-            print(f"{r['image']}\t{label}\t{r['confidence']}\t{r['error'] or r.get('top_k', '')}")
-        for pred in preds:
-            if not pred.abstained and pred.label in clf.cards_:
-                print(clf.cards_[pred.label].format())
-    if preds:
+    out = Path(args.out) if args.out else None
+    streamed = out is not None and out.suffix.lower() in (".csv", ".jsonl")
+    writer = RowWriter(out, resume=args.resume) if streamed else None
+    if writer and writer.done:
+        print(f"{out}: {len(writer.done)} photos already answered; going on with the rest")
+    collected, errors, answered = [], 0, 0
+    try:
+        for rows, preds in predict_files(clf, files, writer.done if writer else None, args.batch_size, args.top_k,
+                                         progress=out is not None):
+            errors += sum(bool(r["error"]) for r in rows)
+            answered += len(rows)
+            if writer:
+                writer.write(rows)
+            elif out:
+                collected += rows
+            else:
+                _print_rows(rows, preds, clf)
+    finally:
+        if writer:
+            writer.close()
+    if out and not streamed:
+        write_text_atomic(out, json.dumps(collected, indent=2))
+    if out:
+        print(f"wrote {answered} rows to {out}")
+    if answered - errors:
         print(WARNING)
-    return 1 if any(r["error"] for r in rows) else 0
+    return 1 if errors else 0
+
+
+def _print_rows(rows: list[dict], preds: list, clf) -> None:
+    for r in rows:
+        label = "ERROR" if r["error"] else ("ABSTAINED (best guess: " + r["label"] + ")" if r["abstained"]
+                                            else r["label"])
+        print(f"{r['image']}\t{label}\t{r['confidence']}\t{r['error'] or r.get('top_k', '')}")
+    for pred in preds:
+        if not pred.abstained and pred.label in clf.cards_:
+            print(clf.cards_[pred.label].format())
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -260,10 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--model", required=True)
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--out", default=None, help="file.csv or file.json")
+    p.add_argument("--out", default=None,
+                   help="file.csv or file.jsonl (rows written as they come) or file.json (written at the end)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows already in --out (.csv or .jsonl) and answer only the other photos")
+    p.add_argument("--batch-size", type=int, default=32, help="photos decoded and answered at a time")
     p.add_argument("--ocr-cache", default=None)
-    p.add_argument("--ocr-train-per-class", type=int, default=None,
-                   help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("explain", help="Grad-CAM heatmap + OCR boxes for one image, as a PNG overlay")
     p.add_argument("image")
@@ -271,8 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file")
     p.add_argument("--target", default=None, help="class to explain (default: the answer)")
     p.add_argument("--ocr-cache", default=None)
-    p.add_argument("--ocr-train-per-class", type=int, default=None,
-                   help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.set_defaults(func=cmd_explain)
     p = sub.add_parser("evaluate", help="image-only, text-only and fused reports on labelled data")
     p.add_argument("data")
@@ -282,8 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="JSON file for the full report")
     p.add_argument("--plots", default=None, help="folder for confusion, reliability and risk-coverage PNGs")
     p.add_argument("--ocr-cache", default=None)
-    p.add_argument("--ocr-train-per-class", type=int, default=None,
-                   help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("enrol", help="add products known from their cards (and a few photos) without retraining")
     p.add_argument("model")

@@ -22,6 +22,18 @@ def test_train_predict_evaluate(packs, tmp_path, capsys):
     bad = [r for r in rows if r["error"]]
     assert len(bad) == 1 and "corrupt.jpg" in bad[0]["error"]
     assert all(r["label"] for r in rows if not r["error"])
+    # stopped part-way (three rows kept, the fourth torn by the stop), then resumed: each photo once, same answers
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:4]) + lines[4][:10])
+    assert main(["predict", str(folder), "--model", str(model), "--out", str(out), "--resume",
+                 "--batch-size", "4"]) == 1
+    assert "3 photos already answered" in capsys.readouterr().out
+    resumed = list(csv.DictReader(out.open()))
+    assert sorted(r["image"] for r in resumed) == sorted(r["image"] for r in rows)
+    assert {r["image"]: r["label"] for r in resumed} == {r["image"]: r["label"] for r in rows}
+    lines_out = tmp_path / "preds.jsonl"
+    main(["predict", str(folder), "--model", str(model), "--out", str(lines_out), "--batch-size", "3"])
+    assert [json.loads(line)["image"] for line in lines_out.read_text().splitlines()] == [r["image"] for r in rows]
     js = tmp_path / "preds.json"
     main(["predict", str(folder / "0000.png"), "--model", str(model), "--out", str(js)])
     assert json.loads(js.read_text())[0]["label"]
