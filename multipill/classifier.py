@@ -20,7 +20,7 @@ from .calibration import (apply_temperature, certainty, choose_ocr_gate, choose_
 from .card_text import frequent_words
 from .matchers import create_matcher
 from .cards import WARNING, ProductCard, card_pictures, cards_lexicon, load_cards
-from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split
+from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split, take
 from .enrol import as_enrolled, background_stats, fit_enrol_scale, prototype, similarity
 from .explain import Explanation
 from .export import attach_onnx, export_onnx
@@ -143,16 +143,16 @@ class PillClassifier:
             raise ValueError(f"training data has {len(classes)} class(es) ({classes}); need at least 2")
         if val_s is None:
             tr, va = stratified_split(labels, self.val_fraction, self.seed)
-            val_images, val_labels = [images[i] for i in va], [labels[i] for i in va]
-            images, labels = [images[i] for i in tr], [labels[i] for i in tr]
+            val_images, val_labels = take(images, va), [labels[i] for i in va]
+            images, labels = take(images, tr), [labels[i] for i in tr]
         else:
             val_images, val_labels, _ = decode(val_s)
         unknown = sorted(set(val_labels) - set(classes))
         if unknown:
             warnings.warn(f"validation labels not in training data are left out: {unknown}")
             keep = [i for i, lab in enumerate(val_labels) if lab in classes]
-            val_images, val_labels = [val_images[i] for i in keep], [val_labels[i] for i in keep]
-        if not val_images:
+            val_images, val_labels = take(val_images, keep), [val_labels[i] for i in keep]
+        if not len(val_images):
             raise ValueError("no validation images of known classes: pass val= or more training images")
         if self.reference_images not in ("views", "none"):
             raise ValueError(f"reference_images must be 'views' or 'none', not {self.reference_images!r}")
@@ -172,7 +172,7 @@ class PillClassifier:
         img_lp, val_features = self._image_outputs(val_images)
         reference = [i for c in range(len(classes)) for i in np.flatnonzero(y == c)[:REFERENCE_PER_CLASS]]
         self.novelty_ = NearestNeighbourNovelty(quantile=self.novelty_quantile).fit(
-            self.image_.predict([images[i] for i in reference])[1], val_features)
+            self.image_.predict(take(images, reference))[1], val_features)
         pretend_image, pretend = self._fit_image_scale(img_lp, val_features, vy, pictures, images, y)
         self.text_ = TextBranch(self.text, self._lexicon())
         self.read_words_: dict[str, list[str]] = {}
@@ -182,7 +182,7 @@ class PillClassifier:
             reader = self._reader()
             # OCR is the slow part: the text branch may learn from a seeded sample of each class
             read = per_class(y, self.ocr_train_per_class, self.seed)
-            train_ocr = reader.read([images[i] for i in read], "OCR train")
+            train_ocr = reader.read(take(images, read), "OCR train")
             val_ocr = reader.read(val_images, "OCR validation")
             self.text_.fit([r.text for r in train_ocr], y[read], classes)
             self.read_words_ = {classes[k]: w for k, w in frequent_words([r.text for r in train_ocr], y[read]).items()
@@ -472,7 +472,7 @@ class PillClassifier:
         ocr = [OCRResult(status="disabled" if not self.fusion else "skipped")] * len(images)
         if self.fusion:
             read = np.flatnonzero(~skipped | read_all)
-            for i, r in zip(read, self._reader().read([images[i] for i in read], "OCR")):
+            for i, r in zip(read, self._reader().read(take(images, read), "OCR")):
                 ocr[i] = r
         learned, cards, conf, has = self._text_parts(ocr)
         txt_lp = self._text_branch(learned, cards, conf, has)
@@ -573,7 +573,7 @@ class PillClassifier:
         keep = [i for i, lab in enumerate(labels) if lab in self.classes_]
         if not keep:
             raise ValueError("no images of known classes to evaluate")
-        images, y = [images[i] for i in keep], np.array([self.classes_.index(labels[i]) for i in keep])
+        images, y = take(images, keep), np.array([self.classes_.index(labels[i]) for i in keep])
         return (images, y, len(bad), len(labels) - len(keep)) if details else (images, y)
 
     def evaluate(self, data: Any, split: Optional[str] = None, ignore_unknown: bool = False) -> dict:

@@ -4,15 +4,16 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
-from PIL import Image
 
 from .hub import require_hub
 from .images import ImageLoadError, load_image
 
 VAL_SPLITS = ("validation", "val", "valid", "dev")
+CHECK_SIDE = 256  # size at which `decode` checks that an image reads
 
 
 @dataclass
@@ -105,12 +106,38 @@ def stratified_split(labels: Sequence[str], fraction: float, seed: int) -> tuple
     return np.sort(first), np.sort(second)
 
 
-def decode(samples: Samples, skip_bad: bool = True) -> tuple[list[Image.Image], list[str], list[str]]:
-    """Decode every image; bad ones are skipped with a warning naming each file (or raised)."""
-    images, labels, bad = [], [], []
+class LazyImages(Sequence):
+    """Images decoded each time they are read: a data set costs its list of files in memory, not its pixels."""
+
+    def __init__(self, sources: Sequence[Any]):
+        self.sources = list(sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        return LazyImages(self.sources[i]) if isinstance(i, slice) else load_image(self.sources[i])
+
+    def __add__(self, other: Sequence[Any]) -> "LazyImages":
+        return LazyImages(self.sources + list(other.sources if isinstance(other, LazyImages) else other))
+
+
+def take(images: Sequence[Any], idx: Sequence[int]) -> Sequence[Any]:
+    """images[idx] for a list or a LazyImages, without decoding anything."""
+    if isinstance(images, LazyImages):
+        return LazyImages([images.sources[int(i)] for i in idx])
+    return [images[int(i)] for i in idx]
+
+
+def decode(samples: Samples, skip_bad: bool = True) -> tuple[LazyImages, list[str], list[str]]:
+    """The readable images, decoded when used; bad ones are skipped with a warning naming each file (or raised).
+    Each image is checked once here by decoding it at reduced size (JPEGs decode at an eighth: every byte is
+    still read, so truncated files are caught) and then dropped, so memory does not grow with the data set."""
+    sources, labels, bad = [], [], []
     for src, label in zip(samples.sources, samples.labels):
         try:
-            images.append(load_image(src))
+            load_image(src, max_side=CHECK_SIDE)
+            sources.append(src)
             labels.append(label)
         except ImageLoadError as exc:
             if not skip_bad:
@@ -118,4 +145,4 @@ def decode(samples: Samples, skip_bad: bool = True) -> tuple[list[Image.Image], 
             bad.append(str(exc))
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s): " + "; ".join(bad[:10]))
-    return images, labels, bad
+    return LazyImages(sources), labels, bad

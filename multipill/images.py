@@ -58,8 +58,9 @@ def _from_array(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def load_image(source: ImageInput) -> Image.Image:
-    """Decode fully (so truncation surfaces here), apply EXIF orientation, bound the size, return RGB."""
+def load_image(source: ImageInput, max_side: int = MAX_SIDE) -> Image.Image:
+    """Decode fully (so truncation surfaces here), apply EXIF orientation, bound the size to `max_side`, return
+    RGB."""
     if isinstance(source, Image.Image):
         img = source
     elif isinstance(source, np.ndarray):
@@ -85,7 +86,7 @@ def load_image(source: ImageInput) -> Image.Image:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img = Image.open(fp)
-                img.draft("RGB", (MAX_SIDE, MAX_SIDE))
+                img.draft("RGB", (max_side, max_side))
                 img.load()
         except Exception as exc:  # PIL raises many types for bad files
             raise ImageLoadError(f"{describe(source)}: not a readable image ({exc})") from exc
@@ -94,6 +95,6 @@ def load_image(source: ImageInput) -> Image.Image:
     except Exception:  # a broken EXIF block must not lose an otherwise good image
         pass
     img = _to_rgb(img)
-    if max(img.size) > MAX_SIDE:
-        img.thumbnail((MAX_SIDE, MAX_SIDE), Image.BILINEAR)
+    if max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.BILINEAR)
     return img

@@ -45,3 +45,20 @@ def test_hub_name_offline_fails_fast(monkeypatch):
 def test_imagefolder_splits(packs):
     splits = load_splits(packs)
     assert set(splits) == {"train", "validation", "test"} and len(splits["train"]) == 48
+
+
+def test_decode_checks_every_file_but_keeps_no_pixels(tmp_path):
+    from multipill.data import LazyImages, Samples, decode, take
+    good = []
+    for i in range(3):
+        path = tmp_path / f"{i}.jpg"
+        Image.new("RGB", (640, 480), (i * 80, 0, 0)).save(path, quality=90)
+        good.append(path)
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(good[0].read_bytes()[:2000])
+    images, labels, bad = decode(Samples([good[0], truncated, good[1], good[2]], ["a", "b", "a", "c"]))
+    assert isinstance(images, LazyImages) and images.sources == good and labels == ["a", "a", "c"]
+    assert len(bad) == 1 and "cut.jpg" in bad[0]
+    assert images[2].size == (640, 480) and images[2].getpixel((5, 5))[0] > 150  # decoded at full size on use
+    assert [im.getpixel((5, 5))[0] < 40 for im in take(images, [0])] == [True]
+    assert len(images[1:]) == 2 and len(images + [Image.new("RGB", (8, 8))]) == 4
