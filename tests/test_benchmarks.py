@@ -169,3 +169,12 @@ def test_serve_load_quick(tmp_path):
     assert run["p50_s"] <= run["p95_s"] <= run["max_s"]
     assert run["memory_after"]["peak_mb"] >= run["memory_after"]["rss_mb"] > 0
     assert result["command"].startswith("python benchmarks/serve_load.py --quick") and result["commit"]
+
+
+def test_scale_quick(tmp_path):
+    _run("scale.py", tmp_path)
+    result = json.loads((tmp_path / "scale_quick.json").read_text())
+    assert [r["photos"] for r in result["runs"]] == [100, 200]
+    for run in result["runs"]:
+        assert run["peak_rss_mb"] > 0 and run["test_photos"] > 0 and run["train_photos"] > 0
+    assert result["memory_growth"] == round(result["runs"][-1]["peak_rss_mb"] / result["runs"][0]["peak_rss_mb"] - 1, 4)
