@@ -1,6 +1,7 @@
 """Memory and speed against data size: synthetic packs at 1k, 5k and 20k photos, each size in its own process.
 
-    python benchmarks/scale.py                  # 1,000 / 5,000 / 20,000 photos (about 25 minutes on 2 cores)
+    python benchmarks/scale.py                  # 1,000 / 5,000 / 20,000 photos at 224 px (over an hour on 2 cores)
+    python benchmarks/scale.py --image-size 96  # the same at 96 px: memory alike, about five times faster
     python benchmarks/scale.py --quick          # 100 / 200 photos at 96 px: checks the script end to end
 
 Each size: synthetic packs of the ten seed products (80% train, 10% validation, 10% test, 256 px PNG), an
@@ -51,10 +52,11 @@ def child(data: Path, image_size: int) -> dict:
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--sizes", default="1000,5000,20000", help="comma-separated numbers of photos")
+    p.add_argument("--image-size", type=int, default=224, help="model input size (96 with --quick)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one size, in its own process
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child(Path(args.child), 96 if args.quick else 224)))
+        print(json.dumps(child(Path(args.child), args.image_size)))
         return
     from multipill import generate_packs
     sizes = [100, 200] if args.quick else [int(s) for s in args.sizes.split(",")]
@@ -66,7 +68,8 @@ def main() -> None:
         start = time.perf_counter()
         data = generate_packs(work / f"packs_{n}", split, size=256, seed=n)
         generated = time.perf_counter() - start
-        proc = subprocess.run([sys.executable, __file__, "--child", str(data), *(["--quick"] if args.quick else [])],
+        size = 96 if args.quick else args.image_size
+        proc = subprocess.run([sys.executable, __file__, "--child", str(data), "--image-size", str(size)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-3000:])
@@ -80,7 +83,8 @@ def main() -> None:
                             "accuracy"], rows)
     print(f"{table}\n\npeak memory from {sizes[0]} to {sizes[-1]} photos: {growth:+.1%} (target within 15%)")
     path = write_json(Path(args.out), "scale_quick" if args.quick else "scale",
-                      {"runs": runs, "memory_growth": round(growth, 4), "table": table})
+                      {"image_size": 96 if args.quick else args.image_size, "runs": runs,
+                       "memory_growth": round(growth, 4), "table": table})
     print(f"wrote {path}")
 
 
