@@ -98,7 +98,14 @@ def prediction_json(pred: Any, image: Image.Image, model: dict) -> dict:
             "ocr_text": pred.text, "ocr_status": pred.ocr_status,
             "ocr_boxes": [{"text": p.text, "box": p.box, "confidence": p.confidence} for p in pred.pieces],
             "image_size": list(image.size), "source": pred.source, "novelty": pred.novelty,
-            "card": pred.card, "warning": pred.warning, "notes": pred.notes, "model": model}
+            "card": _public(pred.card), "warning": pred.warning, "notes": pred.notes, "model": model}
+
+
+def _public(card: Optional[dict]) -> Optional[dict]:
+    """The card without its pictures' file paths, which name folders on the server."""
+    if not card or "images" not in card:
+        return card
+    return {**{k: v for k, v in card.items() if k != "images"}, "pictures": len(card["images"])}
 
 
 def _page(api_key: Optional[str]) -> str:

@@ -271,3 +271,16 @@ def test_serve_without_a_model_uses_the_demo_model(tmp_path, monkeypatch):
     assert demo_model(tmp_path / "demo") == tmp_path / "demo" / "model" and trained == [tmp_path / "demo"]
     demo_model(tmp_path / "demo")
     assert len(trained) == 1  # present: served as it is, not trained again
+
+
+def test_cards_in_answers_do_not_name_server_paths():
+    from types import SimpleNamespace
+
+    from multipill.server import prediction_json
+    card = {"brand": {"value": "X", "source": "leaflet"}, "images": ["/srv/cards/x/iconic.jpg"]}
+    pred = SimpleNamespace(label="X", confidence=0.9, abstained=False, abstain_reason=None, top_k=[("X", 0.9)],
+                           image_proba={"X": 0.9}, text_proba=None, text="", ocr_status="empty", pieces=[],
+                           source="image", novelty=0.0, card=card, warning="w", notes=[])
+    body = prediction_json(pred, Image.new("RGB", (4, 4)), {"name": "m"})
+    assert body["card"] == {"brand": {"value": "X", "source": "leaflet"}, "pictures": 1}
+    assert "/srv" not in str(body)
