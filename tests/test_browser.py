@@ -96,6 +96,8 @@ def test_blank_photo_shows_the_abstention_message(browser, site, tmp_path):
     assert box.is_displayed() and "confirm with a pharmacist" in box.text
     assert "Why:" in box.text and ("low confidence" in box.text or "unknown product" in box.text)
     assert browser.find_element(By.ID, "answer").text.startswith("Best guess:")
+    assert browser.find_element(By.ID, "card").is_displayed()  # every product here has a card
+    assert "best guess" in browser.find_element(By.ID, "card-heading").text
 
 
 def test_not_an_image_is_reported_on_the_page(browser, site, tmp_path):

@@ -119,6 +119,8 @@ function show(r) {
   $("ocr-text").textContent = r.ocr_text || `(no text read: ${r.ocr_status})`;
   drawBoxes(r);
   showCard(r.card);
+  $("card-heading").textContent = r.abstained ? `Product card of the best guess (${r.label}): check it against the pack`
+    : "Product card";
   $("notes").replaceChildren(...r.notes.map((n) => Object.assign(document.createElement("li"), { textContent: n })));
   $("warning").textContent = r.warning;
   $("model").textContent = `model ${r.model.name}, multipill ${r.model.version}`;
