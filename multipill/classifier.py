@@ -82,7 +82,8 @@ class PillClassifier:
                  target_accuracy: float = 0.99, abstain_threshold: Optional[float] = None,
                  novelty_quantile: float = 0.99, ocr_train_per_class: Optional[int] = None,
                  confusable_groups: Optional[list[list[str]]] = None, val_fraction: float = 0.15,
-                 ocr_cache: Optional[str] = None, ocr_timeout: float = 60.0,
+                 ocr_cache: Optional[str] = None, activation_cache: Optional[str | bool] = None,
+                 ocr_timeout: float = 60.0,
                  ocr_options: Optional[dict[str, Any]] = None, ocr_gate: Optional[str | float] = "auto",
                  reference_images: str = "views",
                  checkpoint_dir: Optional[str] = None, image_column: str = "image",
@@ -95,6 +96,7 @@ class PillClassifier:
         self.novelty_quantile, self.ocr_train_per_class = novelty_quantile, ocr_train_per_class
         self.confusable_groups, self.val_fraction = confusable_groups, val_fraction
         self.ocr_cache, self.ocr_timeout, self.checkpoint_dir = ocr_cache, ocr_timeout, checkpoint_dir
+        self.activation_cache = activation_cache
         self.ocr_options, self.reference_images, self.ocr_gate = ocr_options, reference_images, ocr_gate
         self.image_column, self.label_column, self.progress = image_column, label_column, progress
 
@@ -108,7 +110,7 @@ class PillClassifier:
         return ImageBranch(self.backbone, self.pretrained, self.freeze, self.unfreeze_stages, self.image_size,
                            self.views, self.hflip, TrainConfig(self.epochs, self.lr, self.batch_size,
                                                                self.patience, self.seed, self.schedule),
-                           self.batch_size, self.progress)
+                           self.batch_size, self.progress, self.activation_cache)
 
     def _lexicon(self) -> Optional[dict[str, list[str]]]:
         """Names from the product cards, extended by the user's lexicon."""

@@ -1,17 +1,22 @@
 """The image branch: a timm backbone, the seed's head, three freeze modes, cached frozen activations."""
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from .activations import ActivationStore, content_key, default_activation_dir, view_seed
 from .backbones import DEFAULT_BACKBONE, backbone_stages, create_backbone, get_spec, normalisation
+from .data import LazyImages
+from .processes import process_state
 from .training import TrainConfig, fit_model
 from .transforms import eval_transform, train_transform
 
@@ -45,15 +50,15 @@ class _Trainable(nn.Module):
 class _CachedViews(Dataset):
     """Precomputed frozen-trunk activations, several augmented views per image; one drawn per access."""
 
-    def __init__(self, views: torch.Tensor, labels: torch.Tensor):
-        self.views, self.labels = views, labels
+    def __init__(self, store: ActivationStore, refs: np.ndarray, labels: torch.Tensor):
+        self.store, self.refs, self.labels = store, refs, labels  # refs: images x views x (segment, row)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        v = int(torch.randint(self.views.shape[1], (1,)))
-        return self.views[i, v], self.labels[i]
+        v = int(torch.randint(self.refs.shape[1], (1,)))
+        return torch.from_numpy(np.array(self.store.row(tuple(self.refs[i, v])))), self.labels[i]
 
 
 class _Augmented(Dataset):
@@ -75,7 +80,7 @@ class ImageBranch:
     def __init__(self, backbone: str = DEFAULT_BACKBONE, pretrained: bool | str = True,
                  freeze: str = "frozen", unfreeze_stages: Optional[int] = None, image_size: int = 224,
                  views: int = 4, hflip: bool = True, train: Optional[TrainConfig] = None,
-                 batch_size: int = 32, progress: bool = True):
+                 batch_size: int = 32, progress: bool = True, activation_cache: str | Path | bool | None = None):
         if freeze not in FREEZE_MODES:
             raise ValueError(f"freeze must be one of {FREEZE_MODES}, not {freeze!r}")
         get_spec(backbone)
@@ -83,7 +88,7 @@ class ImageBranch:
         self.unfreeze_stages = unfreeze_stages
         self.image_size, self.views, self.hflip = image_size, views, hflip
         self.train_config = train or TrainConfig()
-        self.batch_size, self.progress = batch_size, progress
+        self.batch_size, self.progress, self.activation_cache = batch_size, progress, activation_cache
 
     def config(self) -> dict:
         return {"backbone": self.backbone, "freeze": self.freeze, "unfreeze_stages": self.unfreeze_stages,
@@ -110,34 +115,80 @@ class ImageBranch:
             p.requires_grad_(False)
         self.model_ = _Trainable(stages[k:], SeedHead(model.num_features, n_classes))
         self.onnx_ = None  # set by export.attach_onnx
+        self._stores: dict[str, ActivationStore] = {}
 
-    def _trunk(self, images: Sequence[Image.Image], transform, desc: str) -> torch.Tensor:
-        """Frozen-trunk activations (pooled when nothing after them is spatial), stored as float16."""
-        out = []
-        pool = len(self.model_.stages) == 0
-        for i in tqdm(range(0, len(images), self.batch_size), desc=desc, disable=not self.progress,
-                      leave=False):
-            x = torch.stack([transform(im) for im in images[i:i + self.batch_size]])
+    def _store(self, dtype: str) -> ActivationStore:
+        """Where this trunk's activations are kept: on disk unless `activation_cache=False`; float16 for the
+        augmented training views, float32 for plain ones so answers from the cache equal those from pixels."""
+        if dtype not in self._stores:
             with torch.no_grad():
-                a = self.trunk_(x)
-            out.append((a.mean(dim=(2, 3)) if pool else a).half())
-        return torch.cat(out)
+                shape = self._pool(self.trunk_(torch.zeros(1, 3, self.image_size, self.image_size))).shape[1:]
+            weights = hashlib.sha256()
+            for k, v in self.trunk_.state_dict().items():
+                weights.update(k.encode())
+                weights.update(v.detach().cpu().contiguous().numpy().tobytes())
+            settings = {"backbone": self.backbone, "trunk": weights.hexdigest(), "image_size": self.image_size,
+                        "hflip": self.hflip, "seed": self.train_config.seed, "mean": list(self.mean_),
+                        "std": list(self.std_)}
+            cache = self.activation_cache
+            directory = None if cache is False else default_activation_dir() if cache in (None, True) else cache
+            self._stores[dtype] = ActivationStore(directory, settings, shape, dtype)
+        return self._stores[dtype]
+
+    def _pool(self, a: torch.Tensor) -> torch.Tensor:
+        """Pooled when nothing after the trunk is spatial (the frozen mode), kept as maps otherwise."""
+        return a.mean(dim=(2, 3)) if len(self.model_.stages) == 0 else a
+
+    def _activations(self, images: Sequence[Image.Image], view: Optional[int], desc: str) -> np.ndarray:
+        """(segment, row) of each image's frozen-trunk activations under `view` (an augmented view's number, or
+        None: no augmentation), computing only those the store lacks; several processes split that work."""
+        store = self._store("float16" if view is not None else "float32")
+        sources = images.sources if isinstance(images, LazyImages) else images
+        keys = [f"{content_key(s)}:{'eval' if view is None else f'aug{view}'}" for s in sources]
+        transform = (eval_transform if view is None else
+                     lambda *a: train_transform(*a, self.hflip))(self.image_size, self.mean_, self.std_)
+        state = process_state()
+        todo = [i for i, k in enumerate(keys) if k not in store]
+        if store.directory is not None and state.num_processes > 1:
+            self._compute(images, keys, todo[state.process_index::state.num_processes], store, transform, view,
+                          f"{desc} (process {state.process_index})")
+            state.wait_for_everyone()
+            store.refresh()
+            todo = [i for i, k in enumerate(keys) if k not in store]
+        self._compute(images, keys, todo, store, transform, view, desc)
+        return np.array(store.find(keys), dtype=np.int64).reshape(len(keys), 2)
+
+    def _compute(self, images: Sequence[Image.Image], keys: list[str], todo: list[int], store: ActivationStore,
+                 transform, view: Optional[int], desc: str) -> None:
+        """Run the trunk over images[todo] and add them to the store; augmented views draw from per-image seeds."""
+        with torch.random.fork_rng(devices=[]):
+            for i in tqdm(range(0, len(todo), self.batch_size), desc=desc, disable=not self.progress,
+                          leave=False):
+                batch = todo[i:i + self.batch_size]
+                xs = []
+                for j in batch:
+                    if view is not None:
+                        torch.manual_seed(view_seed(keys[j], view, self.train_config.seed))
+                    xs.append(transform(images[j]))
+                with torch.no_grad():
+                    a = self._pool(self.trunk_(torch.stack(xs)))
+                store.add([keys[j] for j in batch], a.numpy())
 
     def fit(self, images: Sequence[Image.Image], labels: np.ndarray, val_images: Sequence[Image.Image],
             val_labels: np.ndarray, n_classes: int, checkpoint_dir: Optional[str] = None) -> "ImageBranch":
         torch.manual_seed(self.train_config.seed)  # head initialisation and cached augmentations
         self.build(n_classes)
         y, vy = torch.as_tensor(labels, dtype=torch.long), torch.as_tensor(val_labels, dtype=torch.long)
-        evaluate = eval_transform(self.image_size, self.mean_, self.std_)
-        augment = train_transform(self.image_size, self.mean_, self.std_, self.hflip)
         if len(self.trunk_) == 0:
-            train_ds: Dataset = _Augmented(images, y, augment)
-            val_ds: Dataset = _Augmented(val_images, vy, evaluate)
+            train_ds: Dataset = _Augmented(images, y, train_transform(self.image_size, self.mean_, self.std_,
+                                                                      self.hflip))
+            val_ds: Dataset = _Augmented(val_images, vy, eval_transform(self.image_size, self.mean_, self.std_))
         else:
-            views = [self._trunk(images, augment, f"caching view {v + 1}/{self.views}")
-                     for v in range(self.views)]
-            train_ds = _CachedViews(torch.stack(views, dim=1), y)
-            val_ds = TensorDataset(self._trunk(val_images, evaluate, "caching validation"), vy)
+            refs = np.stack([self._activations(images, v, f"caching view {v + 1}/{self.views}")
+                             for v in range(self.views)], axis=1)
+            train_ds = _CachedViews(self._store("float16"), refs, y)
+            val_refs = self._activations(val_images, None, "caching validation")[:, None]
+            val_ds = _CachedViews(self._store("float32"), val_refs, vy)
         fingerprint = json.dumps(self.config(), sort_keys=True) + f"|{len(images)}|{int(y.sum())}"
         self.history_ = fit_model(self.model_, train_ds, val_ds, self.train_config, checkpoint_dir,
                                   fingerprint, self.progress)
@@ -145,15 +196,24 @@ class ImageBranch:
         return self
 
     def predict(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
-        """Class logits and pooled features (the head's input) for each image, without augmentation."""
+        """Class logits and pooled features (the head's input) for each image, without augmentation. A data set's
+        photos (LazyImages) go through the activation cache; photos handed over one by one are not stored."""
         transform = eval_transform(self.image_size, self.mean_, self.std_)
         self.model_.eval()
+        cached = self.onnx_ is None and isinstance(images, LazyImages) and len(self.trunk_) > 0
+        refs = self._activations(images, None, "image branch") if cached else None
         logits, features = [], []
         for i in range(0, len(images), self.batch_size):
-            x = torch.stack([transform(im) for im in images[i:i + self.batch_size]])
-            if self.onnx_ is not None:  # the ONNX export of these weights (multipill export)
-                scores, pooled = self.onnx_(x)
+            if refs is not None:
+                with torch.no_grad():
+                    h = self.model_.stages(torch.from_numpy(self._store("float32").rows(
+                        [tuple(r) for r in refs[i:i + self.batch_size]])))
+                    pooled = h.mean(dim=(2, 3)) if h.ndim == 4 else h
+                    scores = self.model_.head(pooled)
+            elif self.onnx_ is not None:  # the ONNX export of these weights (multipill export)
+                scores, pooled = self.onnx_(torch.stack([transform(im) for im in images[i:i + self.batch_size]]))
             else:
+                x = torch.stack([transform(im) for im in images[i:i + self.batch_size]])
                 with torch.no_grad():
                     pooled = self.model_.stages(self.trunk_(x).float()).mean(dim=(2, 3))
                     scores = self.model_.head(pooled)
