@@ -83,7 +83,7 @@ class PillClassifier:
                  novelty_quantile: float = 0.99, ocr_train_per_class: Optional[int] = None,
                  confusable_groups: Optional[list[list[str]]] = None, val_fraction: float = 0.15,
                  ocr_cache: Optional[str] = None, activation_cache: Optional[str | bool] = None,
-                 ocr_timeout: float = 60.0,
+                 ocr_timeout: float = 60.0, ocr_workers: int = 1,
                  ocr_options: Optional[dict[str, Any]] = None, ocr_gate: Optional[str | float] = "auto",
                  reference_images: str = "views",
                  checkpoint_dir: Optional[str] = None, image_column: str = "image",
@@ -96,7 +96,7 @@ class PillClassifier:
         self.novelty_quantile, self.ocr_train_per_class = novelty_quantile, ocr_train_per_class
         self.confusable_groups, self.val_fraction = confusable_groups, val_fraction
         self.ocr_cache, self.ocr_timeout, self.checkpoint_dir = ocr_cache, ocr_timeout, checkpoint_dir
-        self.activation_cache = activation_cache
+        self.activation_cache, self.ocr_workers = activation_cache, ocr_workers
         self.ocr_options, self.reference_images, self.ocr_gate = ocr_options, reference_images, ocr_gate
         self.image_column, self.label_column, self.progress = image_column, label_column, progress
 
@@ -121,11 +121,13 @@ class PillClassifier:
         """The OCR reader for the current settings; rebuilt when an OCR parameter (engine, options, cache) changes."""
         name, options = (self.ocr, self.ocr_options or {}) if self.fusion else ("none", {})
         engine_key = (name, json.dumps(options, sort_keys=True))
-        key = (engine_key, self.ocr_cache, self.ocr_timeout)
+        key = (engine_key, self.ocr_cache, self.ocr_timeout, self.ocr_workers)
         if getattr(self, "_reader_key", None) != key:
             same_engine = getattr(self, "_reader_key", (None,))[0] == engine_key
             engine = self._ocr_reader.engine if same_engine else create_ocr(name, **options)
-            self._ocr_reader = OCRReader(engine, self.ocr_cache, self.ocr_timeout, self.progress)
+            if hasattr(self, "_ocr_reader"):
+                self._ocr_reader.close()
+            self._ocr_reader = OCRReader(engine, self.ocr_cache, self.ocr_timeout, self.progress, self.ocr_workers)
             self._reader_key = key
         return self._ocr_reader
 

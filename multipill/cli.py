@@ -41,6 +41,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ocr-cache", default=None)
+    p.add_argument("--ocr-workers", type=int, default=None,
+                   help="OCR processes for a batch of photos (default 1; more only with cores to spare)")
     p.add_argument("--ocr-enlarge-to", type=int, default=None,
                    help="also read an enlarged copy of photos whose shorter side is below this many pixels")
     p.add_argument("--ocr-gate", default="auto",
@@ -63,10 +65,17 @@ def _classifier(args: argparse.Namespace, checkpoint_dir: Optional[str] = None):
                           image_size=args.image_size, views=args.views, epochs=args.epochs,
                           lr=args.lr, batch_size=args.batch_size, patience=args.patience, seed=args.seed,
                           ocr_cache=args.ocr_cache, ocr_train_per_class=args.ocr_train_per_class,
+                          ocr_workers=args.ocr_workers or 1,
                           ocr_options={"enlarge_to": args.ocr_enlarge_to} if args.ocr_enlarge_to else None,
                           checkpoint_dir=checkpoint_dir, reference_images=args.reference_images,
                           ocr_gate=_ocr_gate(args.ocr_gate),
                           image_column=args.image_column, label_column=args.label_column)
+
+
+def _run_options(args: argparse.Namespace) -> dict:
+    """Run-time settings given on the command line, overriding those saved with the model."""
+    given = {"ocr_cache": getattr(args, "ocr_cache", None), "ocr_workers": getattr(args, "ocr_workers", None)}
+    return {k: v for k, v in given.items() if v}
 
 
 def _ocr_gate(value: str) -> Optional[str | float]:
@@ -131,7 +140,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .batch_predict import RowWriter, predict_files
     from .classifier import PillClassifier
     clf = PillClassifier.load(args.model, progress=False,
-                              **({"ocr_cache": args.ocr_cache} if args.ocr_cache else {}))
+                              **_run_options(args))
     files = _list_images(args.images)
     if not files:
         print("no images found in " + ", ".join(args.images), file=sys.stderr)
@@ -177,7 +186,7 @@ def _print_rows(rows: list[dict], preds: list, clf) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from .classifier import PillClassifier
-    clf = PillClassifier.load(args.model, **({"ocr_cache": args.ocr_cache} if args.ocr_cache else {}))
+    clf = PillClassifier.load(args.model, **_run_options(args))
     explanation = clf.explain(args.image, target=args.target)
     explanation.save(args.out)
     print(f"{explanation.label}: image branch {explanation.image_probability:.3f}, answer "
@@ -187,7 +196,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .classifier import PillClassifier
-    clf = PillClassifier.load(args.model, **({"ocr_cache": args.ocr_cache} if args.ocr_cache else {}))
+    clf = PillClassifier.load(args.model, **_run_options(args))
     result = clf.evaluate(args.data, split=args.split, ignore_unknown=args.ignore_unknown)
     print(format_table(result))
     if args.out:
@@ -207,7 +216,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_enrol(args: argparse.Namespace) -> int:
     from .classifier import PillClassifier
-    clf = PillClassifier.load(args.model, **({"ocr_cache": args.ocr_cache} if args.ocr_cache else {}))
+    clf = PillClassifier.load(args.model, **_run_options(args))
     before = set(clf.classes_)
     clf.add_products(args.cards, args.photos)
     out = clf.save(args.out or args.model)  # each file replaced whole; a torn folder is refused at load
@@ -259,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the rows already in --out (.csv or .jsonl) and answer only the other photos")
     p.add_argument("--batch-size", type=int, default=32, help="photos decoded and answered at a time")
     p.add_argument("--ocr-cache", default=None)
+    p.add_argument("--ocr-workers", type=int, default=None,
+                   help="OCR processes for a batch of photos (default 1; more only with cores to spare)")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("explain", help="Grad-CAM heatmap + OCR boxes for one image, as a PNG overlay")
     p.add_argument("image")
@@ -275,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="JSON file for the full report")
     p.add_argument("--plots", default=None, help="folder for confusion, reliability and risk-coverage PNGs")
     p.add_argument("--ocr-cache", default=None)
+    p.add_argument("--ocr-workers", type=int, default=None,
+                   help="OCR processes for a batch of photos (default 1; more only with cores to spare)")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("enrol", help="add products known from their cards (and a few photos) without retraining")
     p.add_argument("model")

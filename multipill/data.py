@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import numpy as np
 
 from .hub import require_hub
 from .images import ImageLoadError, load_image
 
+T, R = TypeVar("T"), TypeVar("R")
 VAL_SPLITS = ("validation", "val", "valid", "dev")
 CHECK_SIDE = 256  # size at which `decode` checks that an image reads
 
@@ -146,3 +148,15 @@ def decode(samples: Samples, skip_bad: bool = True) -> tuple[LazyImages, list[st
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s): " + "; ".join(bad[:10]))
     return LazyImages(sources), labels, bad
+
+
+def prefetch(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    """fn(item) for each item in order, the next one computed in a background thread while the caller works on
+    this one: decoding and resizing photos overlaps the model (both release the GIL)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="multipill-prefetch") as pool:
+        ahead = pool.submit(fn, items[0]) if len(items) else None
+        for k in range(len(items)):
+            current = ahead.result()
+            if k + 1 < len(items):
+                ahead = pool.submit(fn, items[k + 1])
+            yield current

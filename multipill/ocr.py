@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .data import prefetch
 from .files import write_text_atomic
 
 ROTATIONS = (90, 180, 270)
@@ -300,24 +301,74 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MULTIPILL_CACHE", Path.home() / ".cache" / "multipill")) / "ocr"
 
 
+_WORKER_READER: Optional["OCRReader"] = None  # in an OCR worker process: its own reader and loaded engine
+WORKER_CHUNK = 4  # photos per task handed to an OCR worker process
+
+
+def _start_worker(reader: "OCRReader") -> None:
+    global _WORKER_READER
+    _WORKER_READER = reader
+
+
+def _read_in_worker(sources: list) -> list["OCRResult"]:
+    from .images import ImageLoadError, load_image
+    out = []
+    for src in sources:
+        try:
+            out.append(_WORKER_READER.read_one(load_image(src)))
+        except ImageLoadError as exc:
+            out.append(OCRResult(status="failed", error=str(exc)))
+    return out
+
+
 class OCRReader:
-    """Runs an engine over images with a per-image time-out, never raising, and caches results on disk."""
+    """Runs an engine over images with a per-image time-out, never raising, and caches results on disk.
+    `workers` > 1 reads a batch in that many processes, each with its own engine (worth it with cores to spare)."""
 
     def __init__(self, engine: OCREngine, cache_dir: Optional[str | Path] = None, timeout: float = 60.0,
-                 progress: bool = True):
-        self.engine, self.timeout, self.progress = engine, timeout, progress
+                 progress: bool = True, workers: int = 1):
+        if int(workers) < 1:
+            raise ValueError(f"ocr_workers must be at least 1, not {workers}")
+        self.engine, self.timeout, self.progress, self.workers = engine, timeout, progress, int(workers)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self._processes: Optional[concurrent.futures.ProcessPoolExecutor] = None
 
     def __getstate__(self) -> dict:
-        """Picklable for datasets.map(num_proc=...): each worker makes its own thread pool and model."""
+        """Picklable for datasets.map(num_proc=...) and worker processes: each makes its own pools and model."""
         state = dict(self.__dict__)
         state.pop("_pool")
+        state["_processes"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started."""
+        if self._processes is not None:
+            self._processes.shutdown(cancel_futures=True)
+            self._processes = None
+
+    def _read_in_processes(self, images: Sequence[Image.Image], desc: str) -> list[OCRResult]:
+        """Every image's reading from `workers` processes, a few photos per task (sources, not pixels, are sent
+        when the images are a data set's files)."""
+        import multiprocessing
+        from .data import LazyImages
+        if self._processes is None:
+            self._processes = concurrent.futures.ProcessPoolExecutor(
+                self.workers, multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(self,))
+        sources = images.sources if isinstance(images, LazyImages) else list(images)
+        starts = range(0, len(sources), WORKER_CHUNK)
+        futures = {self._processes.submit(_read_in_worker, sources[i:i + WORKER_CHUNK]): i for i in starts}
+        results: list = [None] * len(sources)
+        with tqdm(total=len(sources), desc=f"{desc} ({self.workers} processes)", disable=not self.progress) as bar:
+            for future in concurrent.futures.as_completed(futures):
+                chunk = future.result()
+                results[futures[future]:futures[future] + len(chunk)] = chunk
+                bar.update(len(chunk))
+        return results
 
     def map_function(self, image_column: str = "image"):
         """For `dataset.map(reader.map_function(), batched=True, num_proc=N)`: adds ocr_text, ocr_status."""
@@ -376,7 +427,11 @@ class OCRReader:
             for im in tqdm(share, desc=f"{desc} (process {state.process_index})", disable=not self.progress):
                 self.read_one(im)
             state.wait_for_everyone()
-        results = [self.read_one(im) for im in tqdm(images, desc=desc, disable=not self.progress)]
+        if self.workers > 1 and len(images) > 1:
+            results = self._read_in_processes(images, desc)
+        else:  # the next photo is decoded while this one is read
+            results = [self.read_one(im) for im in tqdm(prefetch(images.__getitem__, range(len(images))),
+                                                        total=len(images), desc=desc, disable=not self.progress)]
         failed = [r.error for r in results if r.status == "failed"]
         if failed:
             warnings.warn(f"OCR failed on {len(failed)} of {len(results)} images (first: {failed[0]}); "

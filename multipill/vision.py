@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .activations import ActivationStore, content_key, default_activation_dir, view_seed
 from .backbones import DEFAULT_BACKBONE, backbone_stages, create_backbone, get_spec, normalisation
-from .data import LazyImages
+from .data import LazyImages, prefetch
 from .processes import process_state
 from .training import TrainConfig, fit_model
 from .transforms import eval_transform, train_transform
@@ -161,17 +161,19 @@ class ImageBranch:
     def _compute(self, images: Sequence[Image.Image], keys: list[str], todo: list[int], store: ActivationStore,
                  transform, view: Optional[int], desc: str) -> None:
         """Run the trunk over images[todo] and add them to the store; augmented views draw from per-image seeds."""
+        def pixels(batch: list[int]) -> torch.Tensor:
+            xs = []
+            for j in batch:
+                if view is not None:
+                    torch.manual_seed(view_seed(keys[j], view, self.train_config.seed))
+                xs.append(transform(images[j]))
+            return torch.stack(xs)
+        batches = [todo[i:i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
         with torch.random.fork_rng(devices=[]):
-            for i in tqdm(range(0, len(todo), self.batch_size), desc=desc, disable=not self.progress,
-                          leave=False):
-                batch = todo[i:i + self.batch_size]
-                xs = []
-                for j in batch:
-                    if view is not None:
-                        torch.manual_seed(view_seed(keys[j], view, self.train_config.seed))
-                    xs.append(transform(images[j]))
+            for batch, x in zip(batches, tqdm(prefetch(pixels, batches), total=len(batches), desc=desc,
+                                              disable=not self.progress, leave=False)):
                 with torch.no_grad():
-                    a = self._pool(self.trunk_(torch.stack(xs)))
+                    a = self._pool(self.trunk_(x))
                 store.add([keys[j] for j in batch], a.numpy())
 
     def fit(self, images: Sequence[Image.Image], labels: np.ndarray, val_images: Sequence[Image.Image],
@@ -203,7 +205,10 @@ class ImageBranch:
         cached = self.onnx_ is None and isinstance(images, LazyImages) and len(self.trunk_) > 0
         refs = self._activations(images, None, "image branch") if cached else None
         logits, features = [], []
-        for i in range(0, len(images), self.batch_size):
+        starts = list(range(0, len(images), self.batch_size))
+        batches = prefetch(lambda i: None if refs is not None else  # decoded ahead while the model runs
+                           torch.stack([transform(im) for im in images[i:i + self.batch_size]]), starts)
+        for i, x in zip(starts, batches):
             if refs is not None:
                 with torch.no_grad():
                     h = self.model_.stages(torch.from_numpy(self._store("float32").rows(
@@ -211,9 +216,8 @@ class ImageBranch:
                     pooled = h.mean(dim=(2, 3)) if h.ndim == 4 else h
                     scores = self.model_.head(pooled)
             elif self.onnx_ is not None:  # the ONNX export of these weights (multipill export)
-                scores, pooled = self.onnx_(torch.stack([transform(im) for im in images[i:i + self.batch_size]]))
+                scores, pooled = self.onnx_(x)
             else:
-                x = torch.stack([transform(im) for im in images[i:i + self.batch_size]])
                 with torch.no_grad():
                     pooled = self.model_.stages(self.trunk_(x).float()).mean(dim=(2, 3))
                     scores = self.model_.head(pooled)

