@@ -8,6 +8,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from tqdm.auto import tqdm
 
+from .data import prefetch
 from .images import ImageLoadError, load_image
 
 FIELDS = ["image", "label", "confidence", "abstained", "source", "text", "top_k", "card", "error"]
@@ -68,22 +69,29 @@ class RowWriter:
         self.file.close()
 
 
+def _decode(files: Sequence[Path]) -> tuple[list[dict], list[Path], list]:
+    """Error rows for the unreadable files, and the readable ones with their decoded images."""
+    rows, good, images = [], [], []
+    for f in files:
+        try:
+            images.append(load_image(f))
+            good.append(f)
+        except ImageLoadError as exc:
+            rows.append(error_row(f, exc))
+    return rows, good, images
+
+
 def predict_files(clf: Any, files: Sequence[Path], skip: Optional[set[str]] = None, batch_size: int = 32,
                   top_k: int = 5, progress: bool = True) -> Iterator[tuple[list[dict], list]]:
-    """(rows, predictions) a batch at a time: memory holds one batch of decoded photos, whatever the folder."""
+    """(rows, predictions) a batch at a time: memory holds two batches of decoded photos whatever the folder,
+    the next batch decoded in the background while this one is answered."""
     todo = [f for f in files if printable(f) not in (skip or set())]
     bar = tqdm(total=len(todo), desc="predict", disable=not progress, unit="photo")
-    for start in range(0, len(todo), batch_size):
-        rows, good, images = [], [], []
-        for f in todo[start:start + batch_size]:
-            try:
-                images.append(load_image(f))
-                good.append(f)
-            except ImageLoadError as exc:
-                rows.append(error_row(f, exc))
+    batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
+    for batch, (rows, good, images) in zip(batches, prefetch(_decode, batches)):
         preds = clf.predict(images, top_k=top_k) if images else []
         rows += [prediction_row(f, p) for f, p in zip(good, preds)]
         rows.sort(key=lambda r: r["image"])
-        bar.update(len(todo[start:start + batch_size]))
+        bar.update(len(batch))
         yield rows, preds
     bar.close()
