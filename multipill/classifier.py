@@ -358,12 +358,15 @@ class PillClassifier:
             "accuracy_ungated": float((ungated.argmax(1) == y).mean()) if len(y) else None}
 
     def _fit_ocr_gate(self, y: np.ndarray, img_lp: np.ndarray, answer: np.ndarray) -> float:
-        """The image certainty above which OCR is skipped (`ocr_gate`): infinite (always read) when off, when text
-        never changes the answer's source, or once products are enrolled (their text is what names them)."""
-        if self.ocr_gate is None or not self.fusion_.active or self.enrolled_:
+        """The image certainty above which OCR is skipped (`ocr_gate`): infinite (always read) when off or once
+        products are enrolled (their text is what names them); zero (never read) under "auto" when fusion is off,
+        since text then cannot change the answer."""
+        if self.ocr_gate is None or self.enrolled_:
             return float("inf")
         if self.ocr_gate != "auto":
             return to_certainty(float(self.ocr_gate))
+        if not self.fusion_.active:
+            return 0.0
         image = apply_temperature(img_lp, self.temperatures_["image"])
         return choose_ocr_gate(certainty(image), image.argmax(1) == y, answer.argmax(1) == y)
 
@@ -474,8 +477,8 @@ class PillClassifier:
         img_lp, features = self._image_outputs(images)
         skipped = self._sure_without_text(img_lp)
         ocr = [OCRResult(status="disabled" if not self.fusion else "skipped")] * len(images)
-        if self.fusion:
-            read = np.flatnonzero(~skipped | read_all)
+        read = np.flatnonzero(~skipped | read_all) if self.fusion else []
+        if len(read):
             for i, r in zip(read, self._reader().read(take(images, read), "OCR")):
                 ocr[i] = r
         learned, cards, conf, has = self._text_parts(ocr)
@@ -525,7 +528,10 @@ class PillClassifier:
                 used = "card"
                 notes.append(f"{label} was enrolled from its product card without training photos: answered from "
                              "the card's text and pictures alone")
-            if r.status == "skipped":
+            if r.status == "skipped" and not self.fusion_.active:
+                notes.append(f"text not read: it cannot change this model's answer (fusion off: "
+                             f"{self.fusion_.report_['decision']})")
+            elif r.status == "skipped":
                 notes.append("text not read: the image alone was sure enough to answer (image confidence "
                              f"{img_p[i].max():.6g} >= OCR gate {to_probability(self.ocr_gate_):.6g})")
             elif r.status == "failed":

@@ -7,7 +7,7 @@ from PIL import Image
 
 from multipill import PillClassifier, Prediction
 from multipill.calibration import to_certainty
-from multipill.images import ImageLoadError
+from multipill.images import ImageLoadError, load_image
 
 SMALL = dict(image_size=128, views=2, epochs=40, patience=8, progress=False)
 
@@ -105,6 +105,23 @@ def test_ocr_gate_reads_text_only_where_the_image_is_not_sure(fused, packs, tmp_
     off.ocr_gate = None
     off.calibrate(packs, split="validation")
     assert off.ocr_gate_ == np.inf and off.calibration_["ocr_gate"]["ocr_rate"] == 1.0
+
+
+def test_no_text_is_read_where_fusion_was_found_useless(fused, packs, monkeypatch):
+    import copy
+    model = copy.copy(fused)
+    model.fusion_ = copy.copy(fused.fusion_)
+    model.fusion_.params_ = None  # as when validation finds that text does not help
+    model.fusion_.report_ = {**fused.fusion_.report_, "decision": "image-only: text did not help on validation"}
+    model.calibrate(packs, split="validation")
+    assert model.ocr_gate_ == 0.0 and model.calibration_["ocr_gate"]["ocr_rate"] == 0.0
+    reader = model._reader()
+    monkeypatch.setattr(reader, "read", lambda images, *a: pytest.fail("text read where it cannot matter"))
+    files = sorted((packs / "test" / "Neozep").glob("*.png"))[:3]
+    preds = model.predict(files)
+    assert all(p.source == "image" and "cannot change this model's answer" in p.notes[0] for p in preds)
+    assert [p.label for p in preds] == [fused.classes_[i] for i in fused.image_.predict_logits(
+        [load_image(f) for f in files]).argmax(1)]
 
 
 def test_save_load_round_trip_identical(fused, packs, tmp_path):
