@@ -73,6 +73,9 @@ def commit() -> str:
     return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "") if head else "unknown"
 
 
+STARTED_AT = commit()  # the code a run started from: later commits made while it runs are not its code
+
+
 def write_json(out: Path, name: str, payload: dict) -> Path:
     """The result with the machine, the commit and the command that produced it."""
     out.mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,7 @@ def write_json(out: Path, name: str, payload: dict) -> Path:
     script = Path(sys.argv[0]).resolve()
     command = " ".join(["python", str(script.relative_to(ROOT) if script.is_relative_to(ROOT) else script),
                         *sys.argv[1:]])
-    path.write_text(json.dumps({"machine": machine(), "commit": commit(), "command": command, **payload}, indent=2))
+    path.write_text(json.dumps({"machine": machine(), "commit": STARTED_AT, "command": command, **payload}, indent=2))
     return path
 
 
