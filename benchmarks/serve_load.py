@@ -13,10 +13,6 @@ warm-up request, after the load, and at its peak.
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +23,7 @@ import numpy as np
 
 from common import ROOT, SHARED, markdown_table, parser, write_json
 from multipill.images import load_image
+from multipill.server import ServerProcess
 
 
 def payloads(photos: list[Path], n: int) -> list[bytes]:
@@ -61,29 +58,6 @@ class MemoryTrace(threading.Thread):
                 self.points.append((round(time.perf_counter() - self.start_time, 1), memory(self.pid)["rss_mb"]))
             except (OSError, KeyError):  # the process ended
                 return
-
-
-def start_server(model: Path, cache: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "MULTIPILL_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    log = cache.parent / "server.log"  # a file, not a pipe: a pipe nobody reads fills up and stalls the server
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "multipill", "serve", "--model", str(model), "--port",
-                                 str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server stopped: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("the server did not answer /health within 300 s")
 
 
 def load(url: str, bodies: list[bytes], clients: int, seconds: float, start_at: int) -> dict:
@@ -155,29 +129,28 @@ def main() -> None:
     if not photos:
         raise SystemExit(f"no photos in {args.photos}")
     bodies = payloads(photos, 40 if args.quick else 1500)
-    server, url = start_server(model, work / "cache")
     rows, runs = [], []
-    trace = MemoryTrace(server.pid)
-    try:
-        httpx.post(f"{url}/predict", files={"file": ("warm.jpg", bodies[-1])}, timeout=300)  # loads the OCR models
-        trace.start()
-        used = 0
-        for n in clients:
-            before = memory(server.pid)
-            result = load(url, bodies[:-1], n, seconds, used)
-            result["ended_at_s"] = round(time.perf_counter() - trace.start_time, 1)
-            used += result["requests"]
-            result["memory_before"], result["memory_after"] = before, memory(server.pid)
-            runs.append(result)
-            rows.append([n, result["requests"], result["requests_per_s"], result["p50_s"], result["p95_s"],
-                         result["max_s"], result["errors"], before["rss_mb"], result["memory_after"]["rss_mb"],
-                         result["memory_after"]["peak_mb"]])
-            if server.poll() is not None:
-                raise RuntimeError("the server stopped under load")
-    finally:
-        trace.done.set()
-        server.terminate()
-        server.wait(30)
+    with ServerProcess(model, work / "server.log", env={"MULTIPILL_CACHE": str(work / "cache")}) as server:
+        url, pid = server.url, server.proc.pid
+        trace = MemoryTrace(pid)
+        try:
+            httpx.post(f"{url}/predict", files={"file": ("warm.jpg", bodies[-1])}, timeout=300)  # loads OCR models
+            trace.start()
+            used = 0
+            for n in clients:
+                before = memory(pid)
+                result = load(url, bodies[:-1], n, seconds, used)
+                result["ended_at_s"] = round(time.perf_counter() - trace.start_time, 1)
+                used += result["requests"]
+                result["memory_before"], result["memory_after"] = before, memory(pid)
+                runs.append(result)
+                rows.append([n, result["requests"], result["requests_per_s"], result["p50_s"], result["p95_s"],
+                             result["max_s"], result["errors"], before["rss_mb"], result["memory_after"]["rss_mb"],
+                             result["memory_after"]["peak_mb"]])
+                if server.proc.poll() is not None:
+                    raise RuntimeError("the server stopped under load")
+        finally:
+            trace.done.set()
     table = markdown_table(["clients", "requests", "req/s", "p50 s", "p95 s", "max s", "errors", "RSS before MB",
                             "RSS after MB", "peak MB"], rows)
     print(table)

@@ -256,3 +256,54 @@ def serve(model: Optional[str | Path] = None, host: str = "127.0.0.1", port: int
     app = create_app(clf, name=path.resolve().name, api_key=api_key, max_upload=max_upload)
     print(f"serving {path} at http://{host}:{port}/ (API docs at /docs); Ctrl+C stops")
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+class ServerProcess:
+    """`multipill serve` in a child process on a free loopback port, for scripts and tests:
+    `with ServerProcess(model) as server: httpx.get(server.url + "/health")`; output goes to `log` (a file, not
+    a pipe, which would stall the server once full); leaving the block stops the server."""
+
+    def __init__(self, model: str | Path, log: str | Path, api_key: Optional[str] = None,
+                 env: Optional[dict[str, str]] = None, timeout: float = 300.0):
+        self.model, self.log, self.api_key, self.timeout = Path(model), Path(log), api_key, timeout
+        self.env = env
+
+    def __enter__(self) -> "ServerProcess":
+        import os
+        import socket
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        command = [sys.executable, "-m", "multipill", "serve", "--model", str(self.model), "--port", str(port)]
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(command + (["--api-key", self.api_key] if self.api_key else []),
+                                         env={**os.environ, "HF_HUB_OFFLINE": "1", **(self.env or {})},
+                                         stdout=out, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + self.timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server stopped: {self.output()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        self.proc.kill()
+        raise RuntimeError(f"the server did not answer /health within {self.timeout:.0f} s")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def __exit__(self, *exc) -> None:
+        import subprocess
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()

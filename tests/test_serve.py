@@ -231,35 +231,15 @@ def test_explain_returns_a_png(client, packs):
 
 def test_serve_command_end_to_end(small_model, packs, tmp_path):
     """`multipill serve --model ... --api-key ...` as a user runs it: page, key, answer; Ctrl+C-like stop."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "multipill", "serve", "--model", str(small_model), "--port",
-                             str(port), "--api-key", "k3y"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                assert proc.poll() is None, proc.stdout.read()
-                time.sleep(0.5)
+    from multipill.server import ServerProcess
+    with ServerProcess(small_model, tmp_path / "server.log", api_key="k3y", timeout=120) as server:
+        url = server.url
         assert 'content="k3y"' in httpx.get(url).text
         files = {"file": ("p.png", photo(packs, "Bioflu"))}
         assert httpx.post(f"{url}/predict", files=files, timeout=60).status_code == 401
         r = httpx.post(f"{url}/predict", files=files, headers={"X-API-Key": "k3y"}, timeout=60)
         assert r.status_code == 200 and r.json()["model"]["name"] == "lookalikes"
-    finally:
-        proc.terminate()
-        output = proc.communicate(timeout=30)[0]
-    assert f"serving {small_model}" in output
+    assert server.proc.returncode is not None and f"serving {small_model}" in server.output()
 
 
 def test_serve_without_a_model_uses_the_demo_model(tmp_path, monkeypatch):
