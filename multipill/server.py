@@ -67,6 +67,11 @@ class UploadLimit:
         await self.app(scope, counted, send)
 
 
+def failed(name: Optional[str], exc: HTTPException) -> dict:
+    """A batch entry for a file that could not be answered: its name, what is wrong, and the HTTP status."""
+    return {"file": name, "error": exc.detail, "status": exc.status_code}
+
+
 def decode_upload(data: bytes, name: str) -> Image.Image:
     """The upload as an upright RGB image, or the HTTP error that names what is wrong with it."""
     if not data:
@@ -196,24 +201,22 @@ def create_app(clf: Any, name: str = "model", api_key: Optional[str] = None, max
         check_top_k(top_k)
         if len(files) > max_batch:
             raise HTTPException(413, f"{len(files)} files: at most {max_batch} per request")
-        uploads = []
-        for upload in files:
+        results: list[dict] = [{} for _ in files]
+        readable = []  # (index, (name, bytes)) of the uploads that arrived whole; the others get their error now
+        for i, upload in enumerate(files):
             try:
-                uploads.append(await read(upload))
+                readable.append((i, await read(upload)))
             except HTTPException as exc:
-                uploads.append(exc)
+                results[i] = failed(upload.filename, exc)
 
         def work() -> list[dict]:
-            results: list[dict] = [{} for _ in files]
             images, where = [], []
-            for i, (upload, got) in enumerate(zip(files, uploads)):
+            for i, (name, data) in readable:
                 try:
-                    if isinstance(got, HTTPException):
-                        raise got
-                    images.append(decode_upload(got[1], got[0]))
+                    images.append(decode_upload(data, name))
                     where.append(i)
                 except HTTPException as exc:
-                    results[i] = {"file": upload.filename, "error": exc.detail, "status": exc.status_code}
+                    results[i] = failed(files[i].filename, exc)
             for i, result in zip(where, answer(images, top_k) if images else []):
                 results[i] = {"file": files[i].filename, **result}
             return results
