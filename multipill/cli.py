@@ -41,6 +41,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ocr-cache", default=None)
+    p.add_argument("--activation-cache", default=None,
+                   help="folder for the frozen trunk's activations (default $MULTIPILL_CACHE/activations; "
+                        "'none' keeps them in memory)")
     p.add_argument("--ocr-workers", type=int, default=None,
                    help="OCR processes for a batch of photos (default 1; more only with cores to spare)")
     p.add_argument("--ocr-enlarge-to", type=int, default=None,
@@ -66,6 +69,7 @@ def _classifier(args: argparse.Namespace, checkpoint_dir: Optional[str] = None):
                           lr=args.lr, batch_size=args.batch_size, patience=args.patience, seed=args.seed,
                           ocr_cache=args.ocr_cache, ocr_train_per_class=args.ocr_train_per_class,
                           ocr_workers=args.ocr_workers or 1,
+                          activation_cache=False if args.activation_cache == "none" else args.activation_cache,
                           ocr_options={"enlarge_to": args.ocr_enlarge_to} if args.ocr_enlarge_to else None,
                           checkpoint_dir=checkpoint_dir, reference_images=args.reference_images,
                           ocr_gate=_ocr_gate(args.ocr_gate),
