@@ -115,12 +115,12 @@ class ImageBranch:
             p.requires_grad_(False)
         self.model_ = _Trainable(stages[k:], SeedHead(model.num_features, n_classes))
         self.onnx_ = None  # set by export.attach_onnx
-        self._stores: dict[str, ActivationStore] = {}
+        self._stores: dict[bool, ActivationStore] = {}
 
-    def _store(self, dtype: str) -> ActivationStore:
+    def _store(self, augmented: bool) -> ActivationStore:
         """Where this trunk's activations are kept: on disk unless `activation_cache=False`; float16 for the
         augmented training views, float32 for plain ones so answers from the cache equal those from pixels."""
-        if dtype not in self._stores:
+        if augmented not in self._stores:
             with torch.no_grad():
                 shape = self._pool(self.trunk_(torch.zeros(1, 3, self.image_size, self.image_size))).shape[1:]
             weights = hashlib.sha256()
@@ -128,12 +128,14 @@ class ImageBranch:
                 weights.update(k.encode())
                 weights.update(v.detach().cpu().contiguous().numpy().tobytes())
             settings = {"backbone": self.backbone, "trunk": weights.hexdigest(), "image_size": self.image_size,
-                        "hflip": self.hflip, "seed": self.train_config.seed, "mean": list(self.mean_),
-                        "std": list(self.std_)}
+                        "mean": list(self.mean_), "std": list(self.std_)}
+            if augmented:
+                settings.update(augmentation="seed", hflip=self.hflip, seed=self.train_config.seed)
             cache = self.activation_cache
             directory = None if cache is False else default_activation_dir() if cache in (None, True) else cache
-            self._stores[dtype] = ActivationStore(directory, settings, shape, dtype)
-        return self._stores[dtype]
+            self._stores[augmented] = ActivationStore(directory, settings, shape,
+                                                      "float16" if augmented else "float32")
+        return self._stores[augmented]
 
     def _pool(self, a: torch.Tensor) -> torch.Tensor:
         """Pooled when nothing after the trunk is spatial (the frozen mode), kept as maps otherwise."""
@@ -142,7 +144,7 @@ class ImageBranch:
     def _activations(self, images: Sequence[Image.Image], view: Optional[int], desc: str) -> np.ndarray:
         """(segment, row) of each image's frozen-trunk activations under `view` (an augmented view's number, or
         None: no augmentation), computing only those the store lacks; several processes split that work."""
-        store = self._store("float16" if view is not None else "float32")
+        store = self._store(view is not None)
         sources = images.sources if isinstance(images, LazyImages) else images
         keys = [f"{content_key(s)}:{'eval' if view is None else f'aug{view}'}" for s in sources]
         transform = (eval_transform if view is None else
@@ -188,21 +190,23 @@ class ImageBranch:
         else:
             refs = np.stack([self._activations(images, v, f"caching view {v + 1}/{self.views}")
                              for v in range(self.views)], axis=1)
-            train_ds = _CachedViews(self._store("float16"), refs, y)
+            train_ds = _CachedViews(self._store(True), refs, y)
             val_refs = self._activations(val_images, None, "caching validation")[:, None]
-            val_ds = _CachedViews(self._store("float32"), val_refs, vy)
+            val_ds = _CachedViews(self._store(False), val_refs, vy)
         fingerprint = json.dumps(self.config(), sort_keys=True) + f"|{len(images)}|{int(y.sum())}"
         self.history_ = fit_model(self.model_, train_ds, val_ds, self.train_config, checkpoint_dir,
                                   fingerprint, self.progress)
         self.model_.eval()
+        self._stores = {k: v for k, v in self._stores.items() if v.directory is not None}  # memory ones: freed
         return self
 
     def predict(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """Class logits and pooled features (the head's input) for each image, without augmentation. A data set's
-        photos (LazyImages) go through the activation cache; photos handed over one by one are not stored."""
+        photos (LazyImages) go through the on-disk activation cache; photos handed over one by one are not stored."""
         transform = eval_transform(self.image_size, self.mean_, self.std_)
         self.model_.eval()
-        cached = self.onnx_ is None and isinstance(images, LazyImages) and len(self.trunk_) > 0
+        cached = (self.onnx_ is None and isinstance(images, LazyImages) and len(self.trunk_) > 0
+                  and self.activation_cache is not False)
         refs = self._activations(images, None, "image branch") if cached else None
         logits, features = [], []
         starts = list(range(0, len(images), self.batch_size))
@@ -211,7 +215,7 @@ class ImageBranch:
         for i, x in zip(starts, batches):
             if refs is not None:
                 with torch.no_grad():
-                    h = self.model_.stages(torch.from_numpy(self._store("float32").rows(
+                    h = self.model_.stages(torch.from_numpy(self._store(False).rows(
                         [tuple(r) for r in refs[i:i + self.batch_size]])))
                     pooled = h.mean(dim=(2, 3)) if h.ndim == 4 else h
                     scores = self.model_.head(pooled)

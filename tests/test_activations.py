@@ -94,6 +94,18 @@ def test_interrupted_caching_keeps_what_it_wrote(packs, tmp_path, monkeypatch):
         branch._activations(images, 0, "view 1")
     fresh = _branch(tmp_path)
     fresh.build(4)
-    assert len(fresh._store("float16")) == fresh.batch_size  # the first batch survived
+    assert len(fresh._store(True)) == fresh.batch_size  # the first batch survived
     refs = fresh._activations(images, 0, "view 1")
-    assert len(fresh._store("float16")) == 40 and len({tuple(r) for r in refs}) == 40
+    assert len(fresh._store(True)) == 40 and len({tuple(r) for r in refs}) == 40
+
+
+def test_without_the_disk_cache_nothing_is_kept_after_fit(packs):
+    train = load_splits(packs)["train"]
+    images = LazyImages(train.sources)
+    classes = sorted(set(train.labels))
+    y = np.array([classes.index(c) for c in train.labels])
+    branch = _branch(False).fit(images[:30], y[:30], images[30:], y[30:], len(classes))
+    assert branch._stores == {}  # the views held in memory for training are freed
+    pixels = [load_image(s) for s in images.sources[30:]]
+    np.testing.assert_allclose(branch.predict(images[30:])[0], branch.predict(pixels)[0], atol=1e-4)
+    assert branch._stores == {}  # and predicting a data set keeps nothing either
