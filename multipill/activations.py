@@ -65,6 +65,7 @@ class ActivationStore:
         self._segments: list[Any] = []  # on disk: segment file stems; in memory: lists of rows
         self._maps: dict[int, np.memmap] = {}
         self._writer: Optional[int] = None
+        self._written = (0, 0)  # this store's own segment: rows, and bytes of keys, written whole
         self.directory = None
         if directory is not None:
             digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
@@ -102,7 +103,8 @@ class ActivationStore:
         return [self._index.get(k) for k in keys]
 
     def add(self, keys: Sequence[str], rows: np.ndarray) -> None:
-        """Append rows (one per key); on disk the rows are written before their keys."""
+        """Append rows (one per key); on disk the rows are written before their keys, and whatever a failed
+        earlier write of this store left past its last complete key is cut first, so rows and keys stay aligned."""
         rows = np.ascontiguousarray(rows, dtype=self.dtype).reshape(len(keys), *self.row_shape)
         if self._writer is None:
             stem = str(self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}") if self.directory else []
@@ -114,14 +116,16 @@ class ActivationStore:
             self._segments[seg].extend(rows)
         else:
             stem = self._segments[seg]
-            size = os.path.getsize(f"{stem}.rows") if os.path.exists(f"{stem}.rows") else 0
-            start = size // self._row_bytes
-            if size % self._row_bytes:  # a write that failed half-way: drop its torn row
-                os.truncate(f"{stem}.rows", start * self._row_bytes)
+            start, key_bytes = self._written
+            for suffix, size in ((".rows", start * self._row_bytes), (".keys", key_bytes)):
+                if os.path.exists(stem + suffix) and os.path.getsize(stem + suffix) != size:
+                    os.truncate(stem + suffix, size)
             with open(f"{stem}.rows", "ab") as f:
                 f.write(rows.tobytes())
-            with open(f"{stem}.keys", "a", encoding="ascii") as f:
-                f.write("".join(f"{k}\n" for k in keys))
+            line = "".join(f"{k}\n" for k in keys).encode("ascii")
+            with open(f"{stem}.keys", "ab") as f:
+                f.write(line)
+            self._written = (start + len(keys), key_bytes + len(line))
         for i, k in enumerate(keys):
             self._index.setdefault(k, (seg, start + i))
 

@@ -28,14 +28,17 @@ def test_store_reopens_and_ignores_a_torn_write(tmp_path):
     assert len(ActivationStore(tmp_path, {"trunk": "b"}, (4,))) == 0  # other settings, other folder
 
 
-def test_store_truncates_its_own_torn_row_before_appending(tmp_path):
+def test_a_failed_write_is_cut_before_the_next_one(tmp_path):
     store = ActivationStore(tmp_path, {}, (2,), "float32")
     store.add(["a"], np.ones((1, 2)))
     (rows_file,) = store.directory.glob("*.rows")
-    with open(rows_file, "ab") as f:
-        f.write(b"\x00" * 5)
+    with open(rows_file, "ab") as f:  # a write that failed after one whole row and part of the next, keys unwritten
+        f.write(np.full(2, 9.0, np.float32).tobytes() + b"\x00" * 5)
+    with open(rows_file.with_suffix(".keys"), "a") as f:
+        f.write("orph")
     store.add(["b"], np.full((1, 2), 2.0))
     reopened = ActivationStore(tmp_path, {}, (2,), "float32")
+    assert len(reopened) == 2 and "orph" not in reopened
     np.testing.assert_array_equal(reopened.rows(reopened.find(["a", "b"])), [[1, 1], [2, 2]])
 
 
