@@ -19,27 +19,25 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .files import write_text_atomic
+from .files import cache_root, sha256, write_text_atomic
 
 Ref = tuple[int, int]  # (segment, row)
 
 
 def default_activation_dir() -> Path:
-    return Path(os.environ.get("MULTIPILL_CACHE", Path.home() / ".cache" / "multipill")) / "activations"
+    return cache_root() / "activations"
 
 
 def content_key(source: Any) -> str:
     """Hash of what an image is made of: a file's bytes, raw bytes, or a decoded image's pixels."""
     from PIL import Image
-    h = hashlib.sha256()
     if isinstance(source, dict):  # a datasets Image(decode=False) cell
         source = source.get("bytes") or source.get("path")
+    if isinstance(source, (str, Path)):
+        return sha256(source)[:32]
+    h = hashlib.sha256()
     if isinstance(source, (bytes, bytearray)):
         h.update(source)
-    elif isinstance(source, (str, Path)):
-        with open(source, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
     elif isinstance(source, Image.Image):
         h.update(f"{source.mode}{source.size}".encode())
         h.update(source.tobytes())

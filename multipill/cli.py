@@ -14,6 +14,12 @@ from .files import write_text_atomic
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
+def _ocr_workers_option(p: argparse.ArgumentParser) -> None:
+    """`--ocr-workers`, alike on train, predict and evaluate."""
+    p.add_argument("--ocr-workers", type=int, default=None,
+                   help="OCR processes for a batch of photos (default 1; more only with cores to spare)")
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     from .backbones import DEFAULT_BACKBONE, list_backbones
     from .ocr import list_ocr
@@ -44,8 +50,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activation-cache", default=None,
                    help="folder for the frozen trunk's activations (default $MULTIPILL_CACHE/activations; "
                         "'none' keeps them in memory)")
-    p.add_argument("--ocr-workers", type=int, default=None,
-                   help="OCR processes for a batch of photos (default 1; more only with cores to spare)")
+    _ocr_workers_option(p)
     p.add_argument("--ocr-enlarge-to", type=int, default=None,
                    help="also read an enlarged copy of photos whose shorter side is below this many pixels")
     p.add_argument("--ocr-gate", default="auto",
@@ -272,8 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the rows already in --out (.csv or .jsonl) and answer only the other photos")
     p.add_argument("--batch-size", type=int, default=32, help="photos decoded and answered at a time")
     p.add_argument("--ocr-cache", default=None)
-    p.add_argument("--ocr-workers", type=int, default=None,
-                   help="OCR processes for a batch of photos (default 1; more only with cores to spare)")
+    _ocr_workers_option(p)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("explain", help="Grad-CAM heatmap + OCR boxes for one image, as a PNG overlay")
     p.add_argument("image")
@@ -290,8 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="JSON file for the full report")
     p.add_argument("--plots", default=None, help="folder for confusion, reliability and risk-coverage PNGs")
     p.add_argument("--ocr-cache", default=None)
-    p.add_argument("--ocr-workers", type=int, default=None,
-                   help="OCR processes for a batch of photos (default 1; more only with cores to spare)")
+    _ocr_workers_option(p)
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("enrol", help="add products known from their cards (and a few photos) without retraining")
     p.add_argument("model")

@@ -35,13 +35,18 @@ class _Exported(nn.Module):
         return self.model.head(pooled), pooled
 
 
-def weights_digest(branch: "ImageBranch") -> str:
-    """sha256 over the image branch's weights, in a fixed order."""
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over named tensors, in a fixed order."""
     h = hashlib.sha256()
-    for name, tensor in sorted(branch.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def weights_digest(branch: "ImageBranch") -> str:
+    """sha256 over the image branch's weights."""
+    return state_digest(branch.state_dict())
 
 
 def export_onnx(branch: "ImageBranch", directory: str | Path) -> Path:

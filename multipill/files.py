@@ -26,6 +26,12 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def cache_root() -> Path:
+    """Where multipill keeps what it can recompute (OCR readings, trunk activations): $MULTIPILL_CACHE or
+    ~/.cache/multipill."""
+    return Path(os.environ.get("MULTIPILL_CACHE", Path.home() / ".cache" / "multipill"))
+
+
 def sha256(path: str | Path) -> str:
     """Hex digest of a file's bytes, read in chunks."""
     h = hashlib.sha256()

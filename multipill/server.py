@@ -9,7 +9,12 @@ from __future__ import annotations
 import asyncio
 import html
 import io
+import os
 import secrets
+import socket
+import subprocess
+import sys
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -272,13 +277,7 @@ class ServerProcess:
         self.env = env
 
     def __enter__(self) -> "ServerProcess":
-        import os
-        import socket
-        import subprocess
-        import sys
-        import time
-
-        import httpx
+        import httpx  # a test and benchmark dependency, not the server's
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -304,7 +303,6 @@ class ServerProcess:
         return self.log.read_text(errors="replace")
 
     def __exit__(self, *exc) -> None:
-        import subprocess
         self.proc.terminate()
         try:
             self.proc.wait(30)

@@ -1,7 +1,6 @@
 """The image branch: a timm backbone, the seed's head, three freeze modes, cached frozen activations."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Optional, Sequence
@@ -16,6 +15,7 @@ from tqdm.auto import tqdm
 from .activations import ActivationStore, content_key, default_activation_dir, view_seed
 from .backbones import DEFAULT_BACKBONE, backbone_stages, create_backbone, get_spec, normalisation
 from .data import LazyImages, prefetch
+from .export import state_digest
 from .processes import process_state
 from .training import TrainConfig, fit_model
 from .transforms import eval_transform, train_transform
@@ -123,11 +123,8 @@ class ImageBranch:
         if augmented not in self._stores:
             with torch.no_grad():
                 shape = self._pool(self.trunk_(torch.zeros(1, 3, self.image_size, self.image_size))).shape[1:]
-            weights = hashlib.sha256()
-            for k, v in self.trunk_.state_dict().items():
-                weights.update(k.encode())
-                weights.update(v.detach().cpu().contiguous().numpy().tobytes())
-            settings = {"backbone": self.backbone, "trunk": weights.hexdigest(), "image_size": self.image_size,
+            settings = {"backbone": self.backbone, "trunk": state_digest(self.trunk_.state_dict()),
+                        "image_size": self.image_size,
                         "mean": list(self.mean_), "std": list(self.std_)}
             if augmented:
                 settings.update(augmentation="seed", hflip=self.hflip, seed=self.train_config.seed)
@@ -210,8 +207,8 @@ class ImageBranch:
         refs = self._activations(images, None, "image branch") if cached else None
         logits, features = [], []
         starts = list(range(0, len(images), self.batch_size))
-        batches = prefetch(lambda i: None if refs is not None else  # decoded ahead while the model runs
-                           torch.stack([transform(im) for im in images[i:i + self.batch_size]]), starts)
+        batches = [None] * len(starts) if refs is not None else prefetch(  # decoded ahead while the model runs
+            lambda i: torch.stack([transform(im) for im in images[i:i + self.batch_size]]), starts)
         for i, x in zip(starts, batches):
             if refs is not None:
                 with torch.no_grad():
