@@ -11,7 +11,6 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from scipy.special import logsumexp
 
 from . import __version__
 from .backbones import DEFAULT_BACKBONE
@@ -21,7 +20,8 @@ from .card_text import frequent_words
 from .matchers import create_matcher
 from .cards import WARNING, ProductCard, card_pictures, cards_lexicon, load_cards
 from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split, take
-from .enrol import as_enrolled, background_stats, fit_enrol_scale, prototype, similarity
+from .enrol import (EnrolmentHead, as_enrolled, background_stats, enrolled_features, fit_enrol_scale, prototype,
+                    similarity)
 from .explain import Explanation
 from .export import attach_onnx, export_onnx
 from .files import sha256, write_atomic, write_text_atomic
@@ -85,7 +85,7 @@ class PillClassifier:
                  ocr_cache: Optional[str] = None, activation_cache: Optional[str | bool] = None,
                  ocr_timeout: float = 60.0, ocr_workers: int = 1,
                  ocr_options: Optional[dict[str, Any]] = None, ocr_gate: Optional[str | float] = "auto",
-                 reference_images: str = "views",
+                 reference_images: str = "views", enrol_cost: float = 0.02,
                  checkpoint_dir: Optional[str] = None, image_column: str = "image",
                  label_column: str = "label", progress: bool = True):
         self.backbone, self.freeze, self.ocr, self.text, self.fusion = backbone, freeze, ocr, text, fusion
@@ -99,6 +99,7 @@ class PillClassifier:
         self.activation_cache, self.ocr_workers = activation_cache, ocr_workers
         self.ocr_options, self.reference_images, self.ocr_gate = ocr_options, reference_images, ocr_gate
         self.image_column, self.label_column, self.progress = image_column, label_column, progress
+        self.enrol_cost = enrol_cost
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's arguments, as scikit-learn estimators expose them (saved with the model)."""
@@ -172,7 +173,7 @@ class PillClassifier:
 
         self.image_ = self._image_branch().fit(images, y, val_images, vy, len(classes), self.checkpoint_dir)
         self.prototypes_, self.prototype_stats_ = np.zeros((0, 1), np.float32), np.zeros((0, 2), np.float32)
-        self.image_scale_, self.text_scale_ = (1.0, 0.0), (1.0, 0.0)
+        self.image_scale_, self.text_scale_, self.enrol_head_ = (1.0, 0.0), (1.0, 0.0), None
         img_lp, val_features = self._image_outputs(val_images)
         reference = [i for c in range(len(classes)) for i in np.flatnonzero(y == c)[:REFERENCE_PER_CLASS]]
         self.novelty_ = NearestNeighbourNovelty(quantile=self.novelty_quantile).fit(
@@ -256,7 +257,6 @@ class PillClassifier:
         self.enrolled_ = [*self.enrolled_, *new]
         self.cards_ = {**self.cards_, **new}
         self.card_text_ = self._card_matcher()
-        self.fusion_.add_classes(len(new))
         self._recalibrate_enrolled()
         return self
 
@@ -269,14 +269,17 @@ class PillClassifier:
             warnings.warn("this model holds no held-out photos to refit its abstention threshold with the enrolled "
                           "products: call calibrate() with labelled photos")
             return
-        img = self._image_with_enrolled(v["image"], v["features"].astype(np.float32))
+        features = v["features"].astype(np.float32)
+        img = self._image_with_enrolled(v["image"], features)
         cards = self._card_scores(v["texts"])
         txt = self._text_with_enrolled(v["text"], cards)
-        k = v["image"].shape[1]
-        # the trained classes keep their cross-fitted fused answer; enrolled ones join at their fused share
-        fused_in = self.fusion_.predict_log_proba(img, txt, v["text_confidence"], v["has_text"])
-        extra = fused_in[:, k:] - logsumexp(fused_in[:, :k], axis=1, keepdims=True)
-        fused = log_softmax(np.hstack([v["fused_cv"], extra]))
+        k, rows = v["image"].shape[1], v["has_text"] & self.fusion_.active
+        if rows.any():
+            self.enrol_head_ = EnrolmentHead(self.enrol_cost, seed=self.seed).fit(
+                v["fused_cv"][rows], v["y"][rows], v["pretend_image"][rows], v["pretend_classes"], cards[rows, :k],
+                self._enrolled_evidence(features[rows], cards[rows]))
+        # the trained classes keep their cross-fitted fused answer; enrolled ones join it as the head scores them
+        fused = self._join_enrolled(v["fused_cv"], img, features, cards, v["has_text"])
         self._calibrate(v["y"], img, txt, fused, v["has_text"], lambda: self._as_if_enrolled(v, cards))
 
     def _as_if_enrolled(self, v: dict, cards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -291,10 +294,13 @@ class PillClassifier:
             seen = (self.image_scale_[0] * v["pretend_image"][rows, picture[k]] + self.image_scale_[1]
                     if k in picture else np.full(rows.sum(), -np.log(n)))
             img = as_enrolled(v["image"][rows], k, seen)
-            txt = as_enrolled(v["text"][rows], k, self.text_scale_[0] * cards[rows, k] + self.text_scale_[1])
             has = v["has_text"][rows]
-            final = self._final(img, self.fusion_.predict_log_proba(img, txt, v["text_confidence"][rows], has,
-                                                                    unbiased=[k]), has)
+            fused, read = img.copy(), has & self.fusion_.active
+            if read.any():  # the fused answer without k, k scored by the enrolment head as if enrolled
+                sim = v["pretend_image"][rows][read][:, [picture[k]]] if k in picture else np.zeros((read.sum(), 1))
+                head = self.enrol_head_.logits(enrolled_features(sim, cards[rows][read][:, :n], [k]))[:, 0]
+                fused[read] = as_enrolled(v["answer"][rows][read], k, head)
+            final = self._final(img, fused, has)
             sure.append(certainty(final))
             right.append(final.argmax(1) == k)
         return np.concatenate(sure), np.concatenate(right)
@@ -438,6 +444,34 @@ class PillClassifier:
         blind = ~np.asarray(self.prototypes_).any(axis=1)
         return log_softmax(np.hstack([logp, np.where(blind[None, :], -np.log(logp.shape[1]), extra)]))
 
+    def _enrolled_evidence(self, features: np.ndarray, cards: np.ndarray) -> np.ndarray:
+        """`enrolled_features` of the enrolled classes; a class enrolled without any picture is as alike as any
+        other product's photo (similarity 0)."""
+        sim = similarity(features, self.prototypes_, self.prototype_stats_)
+        blind = ~np.asarray(self.prototypes_).any(axis=1)
+        k = len(self.classes_) - len(self.enrolled_)
+        return enrolled_features(np.where(blind[None, :], 0.0, sim), cards, range(k, len(self.classes_)))
+
+    def _fused(self, img_lp: np.ndarray, txt_lp: np.ndarray, conf: np.ndarray, has: np.ndarray,
+               features: np.ndarray, cards: np.ndarray) -> np.ndarray:
+        """Fusion over the trained classes, the enrolled ones joined by the enrolment head."""
+        k = len(self.classes_) - len(self.enrolled_)
+        trained = self.fusion_.predict_log_proba(img_lp[:, :k], txt_lp[:, :k], conf, has)
+        return self._join_enrolled(trained, img_lp, features, cards, has)
+
+    def _join_enrolled(self, trained: np.ndarray, img_lp: np.ndarray, features: np.ndarray, cards: np.ndarray,
+                       has: np.ndarray) -> np.ndarray:
+        """The fused answer over every class: where text was read and fused, the trained classes' fused answer
+        beside the enrolment head's scores; elsewhere the image branch, enrolled pictures included."""
+        if not self.enrolled_:
+            return trained
+        out = img_lp.copy()
+        rows = has & self.fusion_.active
+        if rows.any():
+            head = self.enrol_head_.logits(self._enrolled_evidence(features[rows], cards[rows]))
+            out[rows] = log_softmax(np.hstack([trained[rows], head]))
+        return out
+
     def _text_parts(self, ocr: Sequence[OCRResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Log-probs learned from photos (trained classes), card-match scores (every class), OCR confidence,
         and whether text was read."""
@@ -483,7 +517,7 @@ class PillClassifier:
                 ocr[i] = r
         learned, cards, conf, has = self._text_parts(ocr)
         txt_lp = self._text_branch(learned, cards, conf, has)
-        fused = self.fusion_.predict_log_proba(img_lp, txt_lp, conf, has)  # image answer where fusion is off
+        fused = self._fused(img_lp, txt_lp, conf, has, features, cards)  # image answer where fusion is off
         final = self._final(img_lp, fused, has & ~skipped)
         novelty = self.novelty_.score(features)
         # an enrolled product has few or no photos to be near: its printed text matching its card vouches for it
@@ -649,6 +683,7 @@ class PillClassifier:
                   "fusion_report": self.fusion_.report_, "text_pool_report": self.text_pool_.report_,
                   "enrolled": self.enrolled_, "image_scale": list(self.image_scale_),
                   "text_scale": list(self.text_scale_), "read_words": self.read_words_,
+                  "enrol_head": self.enrol_head_.to_json() if getattr(self, "enrol_head_", None) else None,
                   "image_history": self.image_.history_,
                   "temperatures": self.temperatures_, "threshold": to_probability(self.threshold_),
                   "certainty_threshold": self.threshold_ if np.isfinite(self.threshold_) else None,
@@ -703,7 +738,9 @@ class PillClassifier:
         trained = [c for c in clf.classes_ if c not in config.get("enrolled", [])]
         clf.text_.set_state(trained, {k[5:]: v.numpy() for k, v in tensors.items() if k.startswith("text.")})
         clf.fusion_ = LogLinearFusion(seed=clf.seed)
-        clf.fusion_.params_ = tensors["fusion.params"].numpy() if "fusion.params" in tensors else None
+        # a class bias per trained class (saves from before the enrolment head also held zeros for enrolled ones)
+        clf.fusion_.params_ = (tensors["fusion.params"].numpy()[:3 + len(trained)] if "fusion.params" in tensors
+                               else None)
         clf.fusion_.report_ = config["fusion_report"]
         clf.text_pool_ = LogLinearFusion(seed=clf.seed)
         clf.text_pool_.params_ = tensors["text_pool.params"].numpy() if "text_pool.params" in tensors else None
@@ -714,6 +751,8 @@ class PillClassifier:
         clf.card_text_ = clf._card_matcher()
         clf.image_scale_ = tuple(config.get("image_scale", (1.0, 0.0)))
         clf.text_scale_ = tuple(config.get("text_scale", (1.0, 0.0)))
+        head = config.get("enrol_head")
+        clf.enrol_head_ = EnrolmentHead.from_json(head) if head else None
         clf.prototypes_ = (tensors["enrol.prototypes"].numpy() if "enrol.prototypes" in tensors
                            else np.zeros((0, 1), np.float32))
         clf.prototype_stats_ = (tensors["enrol.prototype_stats"].numpy() if "enrol.prototype_stats" in tensors
@@ -734,6 +773,11 @@ class PillClassifier:
             clf.validation_ = {k: tensors[f"validation.{k}"].numpy() for k in HELD_OUT if f"validation.{k}" in tensors}
             clf.validation_["texts"] = config["validation_texts"]
             clf.validation_["answer"] = clf.validation_["fused_cv" if clf.fusion_.active else "image"]
+        if clf.enrolled_ and clf.fusion_.active and clf.enrol_head_ is None:  # enrolled before the head existed
+            if "validation.y" not in tensors:
+                raise ValueError(f"{d}: its enrolled products need the held-out outputs this save lacks: load the "
+                                 "model it was enrolled into and call add_products() again")
+            clf._recalibrate_enrolled()
         return clf
 
     def calibrate(self, data: Any, reference: Any = None, split: Optional[str] = None) -> "PillClassifier":
@@ -747,7 +791,8 @@ class PillClassifier:
         img_lp, features = self._image_outputs(images)
         ocr = self._reader().read(images, "OCR") if self.fusion else [OCRResult(status="disabled")] * len(images)
         txt_lp, conf, has = self._text_features(ocr)
-        self._calibrate(y, img_lp, txt_lp, self.fusion_.predict_log_proba(img_lp, txt_lp, conf, has), has)
+        cards = self._card_scores([r.text for r in ocr])
+        self._calibrate(y, img_lp, txt_lp, self._fused(img_lp, txt_lp, conf, has, features, cards), has)
         ref = self._image_outputs(self._known(reference, None, True)[0])[1] if reference is not None \
             else self.novelty_.reference_
         if not len(ref):

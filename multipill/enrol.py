@@ -80,3 +80,90 @@ def fit_enrol_scale(logits: np.ndarray, scores: np.ndarray, y: np.ndarray, prete
     opt.step(closure)
     scale, shift = params.detach().tolist()
     return float(scale), float(shift)
+
+
+def enrolled_features(sim: np.ndarray, cards: np.ndarray, columns: Sequence[int]) -> np.ndarray:
+    """(n, len(columns), 4) evidence for each enrolled class on photos whose text was read: picture similarity,
+    card-text match, that match's log share among all cards' matches, and a constant."""
+    share = np.asarray(cards, np.float64) - logsumexp(cards, axis=1, keepdims=True)
+    columns = list(columns)
+    return np.stack([sim, cards[:, columns], share[:, columns], np.ones_like(sim)], axis=2)
+
+
+def renormalised(logp: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Log-probabilities over the `keep` columns alone: what an answer that never knew the others says."""
+    out = logp[:, keep]
+    return out - logsumexp(out, axis=1, keepdims=True)
+
+
+class EnrolmentHead:
+    """Scores enrolled classes against the trained ones' fused answer from their pictures and card text.
+
+    Fitted by pretending, on held-out photos, that seeded sets of trained classes (as many as are enrolled, up to
+    half) had been enrolled: their columns of the fused answer are dropped and replaced by the head's score from
+    their card text and card pictures, and the likelihood of the true labels is maximised. The weight of the
+    evidence is thereby learned jointly with the comparison against the trained classes. Then the constant is
+    lowered, if needed, until the real enrolled classes cost the trained ones' held-out photos at most `max_cost`
+    accuracy.
+    """
+
+    def __init__(self, max_cost: float = 0.02, sets: int = 40, l2: float = 1e-3, seed: int = 0):
+        self.max_cost, self.sets, self.l2, self.seed = max_cost, sets, l2, seed
+
+    def fit(self, answer: np.ndarray, y: np.ndarray, pretend_sim: np.ndarray, pretend: Sequence[int],
+            cards: np.ndarray, real: np.ndarray) -> "EnrolmentHead":
+        """`answer`: held-out fused log-probs over the trained classes; `pretend_sim`: those photos' picture
+        similarity to the classes in `pretend`; `cards`: their card-text match with every trained class;
+        `real`: `enrolled_features` of the enrolled classes on them."""
+        n_classes, n_enrolled = answer.shape[1], real.shape[1]
+        size = max(1, min(n_enrolled, len(pretend) // 2))
+        rng = np.random.default_rng(self.seed)
+        data = []
+        for _ in range(self.sets if len(pretend) > size else 1):
+            chosen = np.sort(rng.choice(len(pretend), size, replace=False))
+            enrolled = np.asarray(pretend)[chosen]
+            trained = np.setdiff1d(np.arange(n_classes), enrolled)
+            order = np.argsort(np.concatenate([trained, enrolled]))  # class -> column in [trained, enrolled]
+            data.append((torch.as_tensor(renormalised(answer, trained)),
+                         torch.as_tensor(enrolled_features(pretend_sim[:, chosen], cards, enrolled)),
+                         torch.as_tensor(order[y])))
+        w = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = sum(torch.nn.functional.cross_entropy(torch.cat([z, f @ w], 1), t) for z, f, t in data)
+            loss = loss / len(data) + self.l2 * (w ** 2).sum()
+            loss.backward()
+            return loss
+
+        if len(y):
+            opt.step(closure)
+        self.weights_ = w.detach().numpy()
+        before = float((answer.argmax(1) == y).mean()) if len(y) else 0.0
+        after, lowered = self._accuracy(answer, real, y), 0.0
+        while len(y) and after < before - self.max_cost:
+            self.weights_[3] -= 0.25
+            lowered += 0.25
+            after = self._accuracy(answer, real, y)
+        self.report_ = {"weights": self.weights_.tolist(), "pretend_sets": len(data), "pretend_size": size,
+                        "constant_lowered_by": lowered, "held_out_n": int(len(y)),
+                        "held_out_accuracy_before": before, "held_out_accuracy_after": after}
+        return self
+
+    def _accuracy(self, answer: np.ndarray, real: np.ndarray, y: np.ndarray) -> float:
+        return float((np.hstack([answer, self.logits(real)]).argmax(1) == y).mean())
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """(n, n_enrolled) scores on the fused answer's log-probability scale."""
+        return features @ self.weights_
+
+    def to_json(self) -> dict:
+        return {"max_cost": self.max_cost, "sets": self.sets, "l2": self.l2, "seed": self.seed, "report": self.report_}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "EnrolmentHead":
+        head = cls(d["max_cost"], d["sets"], d["l2"], d["seed"])
+        head.report_ = d["report"]
+        head.weights_ = np.asarray(d["report"]["weights"], np.float64)
+        return head

@@ -1,8 +1,6 @@
 """Late fusion: a log-linear pool of the two branches, fitted on held-out predictions, kept only if it helps."""
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import torch
 
@@ -83,27 +81,15 @@ class LogLinearFusion:
         self.params_, self.report_ = None, {"decision": f"image-only: {reason}"}
         return self
 
-    def add_classes(self, n: int) -> "LogLinearFusion":
-        """Room for `n` enrolled classes (appended last): no class bias, the pool's weights apply as they are."""
-        if self.active:
-            self.params_ = np.concatenate([self.params_, np.zeros(n)])
-        return self
-
     @property
     def active(self) -> bool:
         return self.params_ is not None
 
     def predict_log_proba(self, img_logp: np.ndarray, txt_logp: np.ndarray, conf: np.ndarray,
-                          has_text: np.ndarray, unbiased: Sequence[int] = ()) -> np.ndarray:
-        """Fused log-probabilities; rows without text (or with fusion off) are the image branch's.
-
-        `unbiased`: classes scored without their class bias, as an enrolled class is. Fewer columns than classes
-        stand for the first classes alone (the trained ones, before any enrolled).
-        """
+                          has_text: np.ndarray) -> np.ndarray:
+        """Fused log-probabilities; rows without text (or with fusion off) are the image branch's."""
         out = img_logp.copy()
         idx = np.flatnonzero(has_text)
         if self.active and len(idx):
-            params = self.params_[:3 + img_logp.shape[1]].copy()
-            params[3 + np.asarray(unbiased, int)] = 0.0
-            out[idx] = self._apply(params, img_logp[idx], txt_logp[idx], conf[idx])
+            out[idx] = self._apply(self.params_, img_logp[idx], txt_logp[idx], conf[idx])
         return out

@@ -1,0 +1,58 @@
+"""The enrolment head: enrolled classes scored against the trained ones' fused answer, fitted by pretending."""
+import json
+
+import numpy as np
+
+from multipill.enrol import EnrolmentHead, enrolled_features
+from multipill.text import log_softmax
+
+TRAINED, ENROLLED = 8, 2
+
+
+def _photos(n, labels, seed):
+    """Fused answers over the trained classes, picture similarity and card-text match for every class."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(labels, n)
+    onehot = np.eye(TRAINED + ENROLLED)[y]
+    answer = log_softmax(rng.normal(0, 1, (n, TRAINED)) + 2.5 * onehot[:, :TRAINED])
+    sim = rng.normal(0, 1, (n, TRAINED + ENROLLED)) + 2.0 * onehot
+    cards = rng.normal(0, 1, (n, TRAINED + ENROLLED)) + 3.0 * onehot
+    return y, answer, sim, cards
+
+
+def _fit(misleading=0.0):
+    y, answer, sim, cards = _photos(400, np.arange(TRAINED), 0)
+    cards[:, TRAINED:] += misleading  # the enrolled cards match every held-out photo
+    real = enrolled_features(sim[:, TRAINED:], cards, range(TRAINED, TRAINED + ENROLLED))
+    pretend = list(range(TRAINED))
+    return EnrolmentHead(max_cost=0.02).fit(answer, y, sim[:, :TRAINED], pretend, cards[:, :TRAINED], real)
+
+
+def test_head_answers_enrolled_photos_without_costing_the_trained_ones():
+    head = _fit()
+    assert head.weights_[0] > 0 and head.weights_[1] > 0, head.report_  # pictures and card text count
+    y, answer, sim, cards = _photos(400, np.arange(TRAINED + ENROLLED), 1)
+    scores = head.logits(enrolled_features(sim[:, TRAINED:], cards, range(TRAINED, TRAINED + ENROLLED)))
+    pred = np.hstack([answer, scores]).argmax(1)
+    new = y >= TRAINED
+    assert (pred[new] == y[new]).mean() >= 0.7  # never seen in training: chance is 0
+    assert (pred[~new] == y[~new]).mean() >= (answer[~new].argmax(1) == y[~new]).mean() - 0.05
+    report = head.report_
+    assert report["held_out_accuracy_after"] >= report["held_out_accuracy_before"] - 0.02
+    assert report["pretend_size"] == ENROLLED and report["pretend_sets"] == head.sets
+
+
+def test_head_lowers_its_constant_when_enrolled_cards_would_take_trained_photos():
+    fair, biased = _fit(), _fit(misleading=6.0)
+    report = biased.report_
+    assert report["constant_lowered_by"] > 0 and fair.report_["constant_lowered_by"] == 0
+    assert report["held_out_accuracy_after"] >= report["held_out_accuracy_before"] - 0.02
+
+
+def test_head_round_trips_through_json():
+    head = _fit()
+    again = EnrolmentHead.from_json(json.loads(json.dumps(head.to_json())))
+    _, _, sim, cards = _photos(50, np.arange(TRAINED + ENROLLED), 2)
+    features = enrolled_features(sim[:, TRAINED:], cards, range(TRAINED, TRAINED + ENROLLED))
+    assert np.array_equal(again.logits(features), head.logits(features))
+    assert again.report_ == head.report_ and again.max_cost == head.max_cost
