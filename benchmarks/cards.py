@@ -80,13 +80,25 @@ def answers(clf: PillClassifier, samples: Samples) -> dict:
     preds = clf.predict(samples.sources, top_k=1)
     right = np.array([p.label == y for p, y in zip(preds, samples.labels)])
     return {"correct": right, "abstained": np.array([p.abstained for p in preds]),
-            "source_card": np.array([p.source == "card" for p in preds])}
+            "source_card": np.array([p.source == "card" for p in preds]), "texts": np.array([p.text for p in preds], object)}
+
+
+def card_evidence(clf: PillClassifier, texts: list[str], labels: list[str]) -> dict:
+    """What limits enrolment: how often the card matcher alone names the product from the text read, among
+    every card and among the enrolled products' cards alone (no fitted weight involved)."""
+    scores = clf.card_text_.scores(texts, clf.classes_)
+    y = np.array([clf.classes_.index(c) for c in labels])
+    k = len(clf.classes_) - len(clf.enrolled_)
+    every, enrolled = scores.argmax(1) == y, scores[:, k:].argmax(1) + k == y
+    return {"n": int(len(y)), "card_top1_all_cards": float(every.mean()),
+            "card_top1_all_cards_ci95": list(bootstrap_ci(every)), "card_top1_enrolled_cards": float(enrolled.mean())}
 
 
 def summarise(a: dict) -> dict:
     c = a["correct"]
     return {"n": int(len(c)), "accuracy": float(c.mean()) if len(c) else 0.0, "accuracy_ci95": list(bootstrap_ci(c)),
             "abstained": float(a["abstained"].mean()) if len(c) else 0.0,
+            "answered": int((~a["abstained"]).sum()), "answered_right": int((c & ~a["abstained"]).sum()),
             "answered_accuracy": float(c[~a["abstained"]].mean()) if (~a["abstained"]).any() else None}
 
 
@@ -114,9 +126,13 @@ def part_bc(args, train: Samples, val: Samples, cards: Path, enrol: list[str], s
         got = answers(model, enrolled_photos.subset(left))
         after = answers(model, others_val)
         # photos from new shop visits only: the few photos enrolled with come from the training visits
-        out[k] = {"enrolled": summarise(got), "enrolled_val": summarise({key: v[from_val[left]] for key, v in got.items()}),
+        evidence = card_evidence(model, list(got["texts"]), [enrolled_photos.labels[i] for i in left])
+        out[k] = {"enrolled": summarise(got), "enrolled_card_evidence": evidence,
+                  "enrolled_val": summarise({key: v[from_val[left]] for key, v in got.items()}),
                   "others_before": summarise(before), "others_after": summarise(after),
-                  "enrolled_answered_from_card": float(got["source_card"].mean())}
+                  "enrolled_answered_from_card": float(got["source_card"].mean()),
+                  "enrolment_head": model.enrol_head_.report_ if model.enrol_head_ else None,
+                  "as_if_enrolled": model.calibration_["threshold"]["as_if_enrolled"]}
         print(f"(b/c) {k} photos: enrolled {out[k]['enrolled']['accuracy']:.3f}, others "
               f"{out[k]['others_before']['accuracy']:.3f} -> {out[k]['others_after']['accuracy']:.3f}", flush=True)
     return out
@@ -170,12 +186,17 @@ def main() -> None:
              f"{fmt(r['enrolled_val']['accuracy'], r['enrolled_val']['accuracy_ci95'])} (n={r['enrolled_val']['n']})",
              fmt(r["others_before"]["accuracy"], r["others_before"]["accuracy_ci95"]),
              fmt(r["others_after"]["accuracy"], r["others_after"]["accuracy_ci95"]),
-             f"{r['others_before']['abstained']:.2f} -> {r['others_after']['abstained']:.2f}"]
+             f"{r['others_before']['abstained']:.2f} -> {r['others_after']['abstained']:.2f}",
+             f"{r['enrolled']['answered_right']}/{r['enrolled']['answered']}; {r['others_before']['answered_right']}/"
+             f"{r['others_before']['answered']} -> {r['others_after']['answered_right']}/{r['others_after']['answered']}",
+             f"{r['enrolled_card_evidence']['card_top1_all_cards']:.3f} / "
+             f"{r['enrolled_card_evidence']['card_top1_enrolled_cards']:.3f}"]
             for k, r in result.get("bc", {}).items()]
     table_bc = markdown_table(["(b, c) enrolled with", "enrolled top-1 [95% CI]", "enrolled abstained",
                                "enrolled top-1, new-visit photos only",
                                "others before", "others after",
-                               "others abstained"], rows)
+                               "others abstained", "answered, right/answered: enrolled; others before -> after",
+                               "card matcher alone on enrolled photos: all cards / enrolled cards"], rows)
     print(table_a + "\n\n" + table_bc + f"\n\n{time.time() - start:.0f}s")
     name = "cards" + (f"_{args.parts}" if args.parts != "abc" else "") + ("_quick" if args.quick else "")
     out = Path(args.out)

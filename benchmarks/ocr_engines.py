@@ -20,7 +20,7 @@ from multipill.images import load_image
 from multipill.ocr import create_ocr
 
 
-def _rect(points) -> tuple[float, float, float, float]:
+def rect(points) -> tuple[float, float, float, float]:
     xs, ys = zip(*points)
     return min(xs), min(ys), max(xs), max(ys)
 
@@ -61,7 +61,7 @@ class EasyOCRDefaults:
                                      download_enabled=False)
 
     def boxes(self, img):
-        return [_rect(box) for box, _, _ in self.reader.readtext(np.asarray(img))]
+        return [rect(box) for box, _, _ in self.reader.readtext(np.asarray(img))]
 
 
 class Multipill:
@@ -72,7 +72,7 @@ class Multipill:
         self.name = f"{name} (multipill)"
 
     def boxes(self, img):
-        return [_rect(p.box) for p in self.engine.read(img)]
+        return [rect(p.box) for p in self.engine.read(img)]
 
 
 def main() -> None:

@@ -110,8 +110,8 @@ def drug_names(files: list[Path]) -> list[list]:
 
 
 def names_found(pred, boxes: list) -> list[bool]:
-    from ocr_engines import _rect, found
-    rects = [_rect(p.box) for p in pred.pieces]
+    from ocr_engines import rect, found
+    rects = [rect(p.box) for p in pred.pieces]
     return [found(t, rects) for t in boxes]
 
 

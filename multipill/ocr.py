@@ -7,7 +7,7 @@ import json
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -312,15 +312,18 @@ def _start_worker(reader: "OCRReader") -> None:
     _WORKER_READER = reader
 
 
+def _decoded(get: Callable[[Any], Image.Image], item: Any) -> "Image.Image | OCRResult":
+    """The image, or the failed reading of an unreadable one: it goes image-only, whichever path reads it."""
+    from .images import ImageLoadError
+    try:
+        return get(item)
+    except ImageLoadError as exc:
+        return OCRResult(status="failed", error=str(exc))
+
+
 def _read_in_worker(sources: list) -> list["OCRResult"]:
-    from .images import ImageLoadError, load_image
-    out = []
-    for src in sources:
-        try:
-            out.append(_WORKER_READER.read_one(load_image(src)))
-        except ImageLoadError as exc:
-            out.append(OCRResult(status="failed", error=str(exc)))
-    return out
+    from .images import load_image
+    return [_WORKER_READER.read_decoded(_decoded(load_image, src)) for src in sources]
 
 
 class OCRReader:
@@ -400,6 +403,9 @@ class OCRReader:
         folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(folder / f"{key}.json", json.dumps(result.to_json()))
 
+    def read_decoded(self, image: "Image.Image | OCRResult") -> OCRResult:
+        return image if isinstance(image, OCRResult) else self.read_one(image)
+
     def read_one(self, image: Image.Image) -> OCRResult:
         if isinstance(self.engine, NoOCR):
             return OCRResult(status="disabled")
@@ -432,8 +438,9 @@ class OCRReader:
         if self.workers > 1 and len(images) > 1:
             results = self._read_in_processes(images, desc)
         else:  # the next photo is decoded while this one is read
-            results = [self.read_one(im) for im in tqdm(prefetch(images.__getitem__, range(len(images))),
-                                                        total=len(images), desc=desc, disable=not self.progress)]
+            decoded = prefetch(lambda i: _decoded(images.__getitem__, i), range(len(images)))
+            results = [self.read_decoded(im) for im in tqdm(decoded, total=len(images), desc=desc,
+                                                            disable=not self.progress)]
         failed = [r.error for r in results if r.status == "failed"]
         if failed:
             warnings.warn(f"OCR failed on {len(failed)} of {len(results)} images (first: {failed[0]}); "
