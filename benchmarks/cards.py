@@ -15,7 +15,10 @@ from their cards alone, on grocery photos from new shop visits, with bootstrap 9
     each is abstained on.
 (c) The same with 1 and 5 photos per enrolled class (seeded, taken from their `train` photos and left out of
     the photos reported).
-Nothing is chosen on the photos reported: the card matcher's settings were set on grocery `train` photos.
+Nothing is chosen on the photos reported: the card matcher's settings were set on grocery `train` photos, and
+enrolment's design was tried with `--tuning` (10 other classes, enrolled and scored on their `train` photos only):
+
+    python benchmarks/cards.py --parts bc --tuning
 """
 from __future__ import annotations
 
@@ -107,9 +110,10 @@ def part_bc(args, train: Samples, val: Samples, cards: Path, enrol: list[str], s
     (+ 0, 1, 5 photos), and compare the others' answers on those `val` photos before and after enrolment."""
     keep_tr = [i for i, c in enumerate(train.labels) if c not in enrol]
     others_val = val.subset([i for i, c in enumerate(val.labels) if c not in enrol])
-    enrolled_photos = Samples([s for s, c in zip(train.sources + val.sources, train.labels + val.labels) if c in enrol],
-                              [c for c in train.labels + val.labels if c in enrol])
-    from_val = np.array([False] * sum(c in enrol for c in train.labels) + [True] * sum(c in enrol for c in val.labels))
+    scored = train if args.tuning else Samples(train.sources + val.sources, train.labels + val.labels)
+    enrolled_photos = Samples([s for s, c in zip(scored.sources, scored.labels) if c in enrol],
+                              [c for c in scored.labels if c in enrol])
+    from_val = np.arange(len(enrolled_photos)) >= sum(c in enrol for c in train.labels)
     shots = {k: [] for k in args.shots}
     for k in args.shots:  # the first k `train` photos of each enrolled class in a seeded order, nested across k
         for c in enrol:
@@ -154,6 +158,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--parts", default="abc", choices=["abc", "a", "bc"], help="which parts to run")
     p.add_argument("--work", default="/tmp/multipill_cards_benchmark", help="scratch folder for saved models")
+    p.add_argument("--tuning", action="store_true",
+                   help="enrol classes the reported run does not (seed + 100) and score only their train photos: "
+                        "where enrolment's design is tried, never on the photos reported")
     args = p.parse_args()
     data = Path(args.data)
     splits = load_splits(data)
@@ -168,6 +175,10 @@ def main() -> None:
         settings.update(epochs=15, views=1, image_size=128)
     groups = brand_groups(classes)
     enrol = sorted(np.random.default_rng(args.seed).choice(classes, args.enrol, replace=False).tolist())
+    if args.tuning:  # classes the reported run does not enrol, drawn with another seed
+        rest = [c for c in classes if c not in enrol]
+        enrol = sorted(np.random.default_rng(args.seed + 100).choice(rest, min(args.enrol, len(rest)),
+                                                                     replace=False).tolist())
     result: dict = {"enrolled_classes": enrol, "groups": groups}
     start = time.time()
     if "a" in args.parts:
@@ -198,7 +209,8 @@ def main() -> None:
                                "others abstained", "answered, right/answered: enrolled; others before -> after",
                                "card matcher alone on enrolled photos: all cards / enrolled cards"], rows)
     print(table_a + "\n\n" + table_bc + f"\n\n{time.time() - start:.0f}s")
-    name = "cards" + (f"_{args.parts}" if args.parts != "abc" else "") + ("_quick" if args.quick else "")
+    name = ("cards" + (f"_{args.parts}" if args.parts != "abc" else "") + ("_tuning" if args.tuning else "")
+            + ("_quick" if args.quick else ""))
     out = Path(args.out)
     write_json(out, name, {"args": vars(args), "seconds": time.time() - start, "table_a": table_a,
                            "table_bc": table_bc, "result": result})

@@ -20,8 +20,8 @@ from .card_text import frequent_words
 from .matchers import create_matcher
 from .cards import WARNING, ProductCard, card_pictures, cards_lexicon, load_cards
 from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split, take
-from .enrol import (EnrolmentHead, as_enrolled, background_stats, enrolled_features, fit_enrol_scale, prototype,
-                    similarity)
+from .enrol import (EnrolmentHead, as_enrolled, background_stats, enrolled_features, fit_enrol_scale, mirrored,
+                    prototype, similarity)
 from .explain import Explanation
 from .export import attach_onnx, export_onnx
 from .files import sha256, write_atomic, write_text_atomic
@@ -232,6 +232,9 @@ class PillClassifier:
         new = {c: card for c, card in load_cards(cards).items() if c not in self.classes_}
         if not new:
             raise ValueError("no new products to enrol: every card names a class the model already knows")
+        if self.fusion_.active and not self._holds_held_out():
+            raise ValueError("this model holds no held-out outputs to fit the enrolment head on (saved by an "
+                             "older multipill): fit it again, then enrol")
         shots: dict[str, list] = {}
         if photos is not None:
             splits = self._samples(photos)
@@ -265,7 +268,7 @@ class PillClassifier:
         the trained ones: enrolled classes take a share of every answer's probability, so a threshold chosen
         without them would withhold answers the model is as sure of as before."""
         v = getattr(self, "validation_", {})
-        if not all(k in v for k in HELD_OUT):
+        if not self._holds_held_out():
             warnings.warn("this model holds no held-out photos to refit its abstention threshold with the enrolled "
                           "products: call calibrate() with labelled photos")
             return
@@ -277,10 +280,13 @@ class PillClassifier:
         if rows.any():
             self.enrol_head_ = EnrolmentHead(self.enrol_cost, seed=self.seed).fit(
                 v["fused_cv"][rows], v["y"][rows], v["pretend_image"][rows], v["pretend_classes"], cards[rows, :k],
-                self._enrolled_evidence(features[rows], cards[rows]))
+                self._enrolled_evidence(features[rows], cards[rows]), self._pictured())
         # the trained classes keep their cross-fitted fused answer; enrolled ones join it as the head scores them
         fused = self._join_enrolled(v["fused_cv"], img, features, cards, v["has_text"])
         self._calibrate(v["y"], img, txt, fused, v["has_text"], lambda: self._as_if_enrolled(v, cards))
+
+    def _holds_held_out(self) -> bool:
+        return all(k in getattr(self, "validation_", {}) for k in HELD_OUT)
 
     def _as_if_enrolled(self, v: dict, cards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Certainty and correctness of each held-out photo answered as if its product had been enrolled from
@@ -288,17 +294,19 @@ class PillClassifier:
         mistaken for trained lookalikes included, which the trained products' photos alone cannot show."""
         n = v["image"].shape[1]
         picture = {int(k): j for j, k in enumerate(v["pretend_classes"])}
+        # each class simulated with its picture or without, in the enrolled classes' share
+        pictured = mirrored(n, self._pictured(), np.random.default_rng(self.seed))
         sure, right = [], []
         for k in np.unique(v["y"]):
-            rows = v["y"] == k
+            rows, seen_k = v["y"] == k, k in picture and pictured[k]
             seen = (self.image_scale_[0] * v["pretend_image"][rows, picture[k]] + self.image_scale_[1]
-                    if k in picture else np.full(rows.sum(), -np.log(n)))
+                    if seen_k else np.full(rows.sum(), -np.log(n)))
             img = as_enrolled(v["image"][rows], k, seen)
             has = v["has_text"][rows]
             fused, read = img.copy(), has & self.fusion_.active
             if read.any():  # the fused answer without k, k scored by the enrolment head as if enrolled
-                sim = v["pretend_image"][rows][read][:, [picture[k]]] if k in picture else np.zeros((read.sum(), 1))
-                head = self.enrol_head_.logits(enrolled_features(sim, cards[rows][read][:, :n], [k]))[:, 0]
+                sim = v["pretend_image"][rows][read][:, [picture[k]]] if seen_k else np.zeros((read.sum(), 1))
+                head = self.enrol_head_.logits(enrolled_features(sim, cards[rows][read][:, :n], [k], seen_k))[:, 0]
                 fused[read] = as_enrolled(v["answer"][rows][read], k, head)
             final = self._final(img, fused, has)
             sure.append(certainty(final))
@@ -441,16 +449,17 @@ class PillClassifier:
         extra = self.image_scale_[0] * similarity(features, self.prototypes_, self.prototype_stats_) \
             + self.image_scale_[1]
         # a class enrolled without any picture: the image branch gives it an even share, no more
-        blind = ~np.asarray(self.prototypes_).any(axis=1)
-        return log_softmax(np.hstack([logp, np.where(blind[None, :], -np.log(logp.shape[1]), extra)]))
+        return log_softmax(np.hstack([logp, np.where(self._pictured()[None, :], extra, -np.log(logp.shape[1]))]))
+
+    def _pictured(self) -> np.ndarray:
+        """Which enrolled classes have a picture (a card's or a photo's) to be compared with."""
+        return np.asarray(self.prototypes_).any(axis=1)
 
     def _enrolled_evidence(self, features: np.ndarray, cards: np.ndarray) -> np.ndarray:
-        """`enrolled_features` of the enrolled classes; a class enrolled without any picture is as alike as any
-        other product's photo (similarity 0)."""
+        """`enrolled_features` of the enrolled classes."""
         sim = similarity(features, self.prototypes_, self.prototype_stats_)
-        blind = ~np.asarray(self.prototypes_).any(axis=1)
         k = len(self.classes_) - len(self.enrolled_)
-        return enrolled_features(np.where(blind[None, :], 0.0, sim), cards, range(k, len(self.classes_)))
+        return enrolled_features(sim, cards, range(k, len(self.classes_)), self._pictured())
 
     def _fused(self, img_lp: np.ndarray, txt_lp: np.ndarray, conf: np.ndarray, has: np.ndarray,
                features: np.ndarray, cards: np.ndarray) -> np.ndarray:
@@ -774,7 +783,7 @@ class PillClassifier:
             clf.validation_["texts"] = config["validation_texts"]
             clf.validation_["answer"] = clf.validation_["fused_cv" if clf.fusion_.active else "image"]
         if clf.enrolled_ and clf.fusion_.active and clf.enrol_head_ is None:  # enrolled before the head existed
-            if "validation.y" not in tensors:
+            if not clf._holds_held_out():
                 raise ValueError(f"{d}: its enrolled products need the held-out outputs this save lacks: load the "
                                  "model it was enrolled into and call add_products() again")
             clf._recalibrate_enrolled()

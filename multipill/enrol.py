@@ -82,12 +82,21 @@ def fit_enrol_scale(logits: np.ndarray, scores: np.ndarray, y: np.ndarray, prete
     return float(scale), float(shift)
 
 
-def enrolled_features(sim: np.ndarray, cards: np.ndarray, columns: Sequence[int]) -> np.ndarray:
-    """(n, len(columns), 4) evidence for each enrolled class on photos whose text was read: picture similarity,
-    card-text match, that match's log share among all cards' matches, and a constant."""
+def enrolled_features(sim: np.ndarray, cards: np.ndarray, columns: Sequence[int], pictured: np.ndarray
+                      ) -> np.ndarray:
+    """(n, len(columns), 5) evidence for each enrolled class on photos whose text was read: picture similarity
+    (0 for a class without a picture), card-text match, that match's log share among all cards' matches, a
+    constant, and whether the class has a picture (a card with nothing but a name needs its own constant)."""
     share = np.asarray(cards, np.float64) - logsumexp(cards, axis=1, keepdims=True)
-    columns = list(columns)
-    return np.stack([sim, cards[:, columns], share[:, columns], np.ones_like(sim)], axis=2)
+    columns, pictured = list(columns), np.broadcast_to(np.asarray(pictured, np.float64), np.shape(sim))
+    return np.stack([sim * pictured, cards[:, columns], share[:, columns], np.ones_like(pictured), pictured], axis=2)
+
+
+def mirrored(n: int, pictured: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Which of `n` pretend-enrolled classes have a picture, in the same share as the real enrolled ones."""
+    out = np.zeros(n, bool)
+    out[rng.permutation(n)[:int(round(n * np.mean(pictured)))]] = True
+    return out
 
 
 def renormalised(logp: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -107,14 +116,15 @@ class EnrolmentHead:
     accuracy.
     """
 
-    def __init__(self, max_cost: float = 0.02, sets: int = 40, l2: float = 1e-3, seed: int = 0):
+    def __init__(self, max_cost: float = 0.02, sets: int = 200, l2: float = 1e-3, seed: int = 0):
         self.max_cost, self.sets, self.l2, self.seed = max_cost, sets, l2, seed
 
     def fit(self, answer: np.ndarray, y: np.ndarray, pretend_sim: np.ndarray, pretend: Sequence[int],
-            cards: np.ndarray, real: np.ndarray) -> "EnrolmentHead":
+            cards: np.ndarray, real: np.ndarray, pictured: np.ndarray) -> "EnrolmentHead":
         """`answer`: held-out fused log-probs over the trained classes; `pretend_sim`: those photos' picture
         similarity to the classes in `pretend`; `cards`: their card-text match with every trained class;
-        `real`: `enrolled_features` of the enrolled classes on them."""
+        `real`: `enrolled_features` of the enrolled classes on them, `pictured` which of those have a picture
+        (pretended classes have one in the same share)."""
         n_classes, n_enrolled = answer.shape[1], real.shape[1]
         size = max(1, min(n_enrolled, len(pretend) // 2))
         rng = np.random.default_rng(self.seed)
@@ -125,9 +135,10 @@ class EnrolmentHead:
             trained = np.setdiff1d(np.arange(n_classes), enrolled)
             order = np.argsort(np.concatenate([trained, enrolled]))  # class -> column in [trained, enrolled]
             data.append((torch.as_tensor(renormalised(answer, trained)),
-                         torch.as_tensor(enrolled_features(pretend_sim[:, chosen], cards, enrolled)),
+                         torch.as_tensor(enrolled_features(pretend_sim[:, chosen], cards, enrolled,
+                                                           mirrored(size, pictured, rng))),
                          torch.as_tensor(order[y])))
-        w = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+        w = torch.zeros(5, dtype=torch.float64, requires_grad=True)
         opt = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
 
         def closure():
@@ -147,6 +158,7 @@ class EnrolmentHead:
             lowered += 0.25
             after = self._accuracy(answer, real, y)
         self.report_ = {"weights": self.weights_.tolist(), "pretend_sets": len(data), "pretend_size": size,
+                        "pictured_share": float(np.mean(pictured)),
                         "constant_lowered_by": lowered, "held_out_n": int(len(y)),
                         "held_out_accuracy_before": before, "held_out_accuracy_after": after}
         return self

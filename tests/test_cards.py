@@ -233,9 +233,10 @@ def test_enrolment_refits_the_abstention_threshold_on_the_held_out_photos(traine
     assert report["validation_n"] == 2 * len(clf.validation_["y"]) == 2 * report["as_if_enrolled"]["n"]
     assert report["as_if_enrolled"]["weight"] == 0.25
     assert PillClassifier.load(model.save(tmp_path / "e")).threshold_ == model.threshold_
-    # a model without held-out outputs keeps its threshold and says what to do
+    # a fused model without held-out outputs cannot fit the enrolment head: it says so and stays as it was
     older = PillClassifier.load(tmp_path / "m")
     del older.validation_
-    with pytest.warns(UserWarning, match="call calibrate"):
+    assert older.fusion_.active
+    with pytest.raises(ValueError, match="fit it again"):
         older.add_products({"Biogesic": {"description": "Biogesic tablet"}})
-    assert older.calibration_["threshold"]["with_enrolled"] == []
+    assert older.classes_ == clf.classes_ and older.calibration_["threshold"]["with_enrolled"] == []

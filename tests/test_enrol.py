@@ -20,19 +20,29 @@ def _photos(n, labels, seed):
     return y, answer, sim, cards
 
 
-def _fit(misleading=0.0):
+def _features(sim, cards, pictured=True):
+    return enrolled_features(sim[:, TRAINED:], cards, range(TRAINED, TRAINED + ENROLLED), pictured)
+
+
+def _fit(misleading=0.0, pictured=True):
     y, answer, sim, cards = _photos(400, np.arange(TRAINED), 0)
     cards[:, TRAINED:] += misleading  # the enrolled cards match every held-out photo
-    real = enrolled_features(sim[:, TRAINED:], cards, range(TRAINED, TRAINED + ENROLLED))
-    pretend = list(range(TRAINED))
-    return EnrolmentHead(max_cost=0.02).fit(answer, y, sim[:, :TRAINED], pretend, cards[:, :TRAINED], real)
+    pretend, has = list(range(TRAINED)), np.full(ENROLLED, pictured)
+    return EnrolmentHead(max_cost=0.02).fit(answer, y, sim[:, :TRAINED], pretend, cards[:, :TRAINED],
+                                            _features(sim, cards, has), has)
+
+
+def _enrolled_accuracy(head, pictured=True):
+    """Top-1 on fresh photos of the enrolled classes, scored with or without their pictures."""
+    y, answer, sim, cards = _photos(400, np.arange(TRAINED, TRAINED + ENROLLED), 1)
+    return (np.hstack([answer, head.logits(_features(sim, cards, pictured))]).argmax(1) == y).mean()
 
 
 def test_head_answers_enrolled_photos_without_costing_the_trained_ones():
     head = _fit()
     assert head.weights_[0] > 0 and head.weights_[1] > 0, head.report_  # pictures and card text count
     y, answer, sim, cards = _photos(400, np.arange(TRAINED + ENROLLED), 1)
-    scores = head.logits(enrolled_features(sim[:, TRAINED:], cards, range(TRAINED, TRAINED + ENROLLED)))
+    scores = head.logits(_features(sim, cards))
     pred = np.hstack([answer, scores]).argmax(1)
     new = y >= TRAINED
     assert (pred[new] == y[new]).mean() >= 0.7  # never seen in training: chance is 0
@@ -53,6 +63,15 @@ def test_head_round_trips_through_json():
     head = _fit()
     again = EnrolmentHead.from_json(json.loads(json.dumps(head.to_json())))
     _, _, sim, cards = _photos(50, np.arange(TRAINED + ENROLLED), 2)
-    features = enrolled_features(sim[:, TRAINED:], cards, range(TRAINED, TRAINED + ENROLLED))
+    features = _features(sim, cards)
     assert np.array_equal(again.logits(features), head.logits(features))
     assert again.report_ == head.report_ and again.max_cost == head.max_cost
+
+
+def test_products_enrolled_without_pictures_get_a_head_fitted_without_them():
+    """A card with nothing but a name: pretended classes go without pictures too, so the head does not wait for
+    a picture's evidence that never comes."""
+    blind = _fit(pictured=False)
+    assert blind.weights_[0] == 0 and blind.report_["pictured_share"] == 0.0
+    assert _enrolled_accuracy(blind, pictured=False) > _enrolled_accuracy(_fit(), pictured=False) + 0.05
+    assert _enrolled_accuracy(_fit()) > _enrolled_accuracy(blind, pictured=False)  # pictures still help
