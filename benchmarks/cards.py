@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -125,7 +126,8 @@ def part_bc(args, train: Samples, val: Samples, cards: Path, enrol: list[str], s
     out = {}
     for k in (0, *args.shots):
         model = PillClassifier.load(saved)
-        model.add_products(load_cards_for(cards, enrol), enrolled_photos.subset(sorted(shots[k])) if k else None)
+        minimal = Path(args.work) / "minimal_cards" if args.minimal_cards else None
+        model.add_products(load_cards_for(cards, enrol, minimal), enrolled_photos.subset(sorted(shots[k])) if k else None)
         left = [i for i in range(len(enrolled_photos)) if i not in set(shots.get(k, []))]
         got = answers(model, enrolled_photos.subset(left))
         after = answers(model, others_val)
@@ -135,15 +137,25 @@ def part_bc(args, train: Samples, val: Samples, cards: Path, enrol: list[str], s
                   "enrolled_val": summarise({key: v[from_val[left]] for key, v in got.items()}),
                   "others_before": summarise(before), "others_after": summarise(after),
                   "enrolled_answered_from_card": float(got["source_card"].mean()),
-                  "enrolment_head": model.enrol_head_.report_ if model.enrol_head_ else None,
+                  "enrolment_head": getattr(getattr(model, "enrol_head_", None), "report_", None),  # none before 75f47c5
                   "as_if_enrolled": model.calibration_["threshold"]["as_if_enrolled"]}
         print(f"(b/c) {k} photos: enrolled {out[k]['enrolled']['accuracy']:.3f}, others "
               f"{out[k]['others_before']['accuracy']:.3f} -> {out[k]['others_after']['accuracy']:.3f}", flush=True)
     return out
 
 
-def load_cards_for(folder: Path, labels: list[str]) -> dict:
+def load_cards_for(folder: Path, labels: list[str], minimal_in: Optional[Path] = None) -> dict:
+    """The cards of `labels`; with `minimal_in`, cut to their title (a folder each with information.txt and
+    description_en.txt holding only that, no picture), as a formulary entry of name and form would be."""
     from multipill.cards import load_cards
+    if minimal_in is not None:
+        for c in labels:
+            info = (folder / c / "information.txt").read_text(encoding="utf-8")
+            title = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("Title:")), c)
+            (minimal_in / c).mkdir(parents=True, exist_ok=True)
+            (minimal_in / c / "information.txt").write_text(f"Title: {title}\n", encoding="utf-8")
+            (minimal_in / c / "description_en.txt").write_text(f"{title}\n", encoding="utf-8")
+        folder = minimal_in
     cards = load_cards(folder)
     return {c: cards[c] for c in labels}
 
@@ -161,6 +173,8 @@ def main() -> None:
     p.add_argument("--tuning", action="store_true",
                    help="enrol classes the reported run does not (seed + 100) and score only their train photos: "
                         "where enrolment's design is tried, never on the photos reported")
+    p.add_argument("--minimal-cards", action="store_true",
+                   help="enrol from cards cut to the product's title, without pictures")
     args = p.parse_args()
     data = Path(args.data)
     splits = load_splits(data)
@@ -210,6 +224,7 @@ def main() -> None:
                                "card matcher alone on enrolled photos: all cards / enrolled cards"], rows)
     print(table_a + "\n\n" + table_bc + f"\n\n{time.time() - start:.0f}s")
     name = ("cards" + (f"_{args.parts}" if args.parts != "abc" else "") + ("_tuning" if args.tuning else "")
+            + ("_minimal" if args.minimal_cards else "")
             + ("_quick" if args.quick else ""))
     out = Path(args.out)
     write_json(out, name, {"args": vars(args), "seconds": time.time() - start, "table_a": table_a,
