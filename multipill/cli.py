@@ -225,7 +225,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_enrol(args: argparse.Namespace) -> int:
     from .classifier import PillClassifier
-    clf = PillClassifier.load(args.model, **_run_options(args))
+    cost = {} if args.enrol_cost is None else {"enrol_cost": args.enrol_cost}
+    clf = PillClassifier.load(args.model, **_run_options(args), **cost)
     before = set(clf.classes_)
     clf.add_products(args.cards, args.photos)
     out = clf.save(args.out or args.model)  # each file replaced whole; a torn folder is refused at load
@@ -301,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cards", help="a folder of card folders (one per class) or a card JSON file")
     p.add_argument("--photos", default=None, help="ImageFolder with a few photos of the new products (optional)")
     p.add_argument("--out", default=None, help="model folder to write (default: update MODEL)")
+    p.add_argument("--enrol-cost", type=float, default=None,
+                   help="held-out accuracy the trained products may lose to the new ones (default: the model's, 0.02)")
     p.add_argument("--ocr-cache", default=None)
     p.set_defaults(func=cmd_enrol)
     p = sub.add_parser("export", help="write the image branch to ONNX beside the saved model (faster on CPU)")

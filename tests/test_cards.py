@@ -142,9 +142,11 @@ def test_enrolled_product_is_answered_from_its_card(enrolled, packs, tmp_path):
 def test_enrol_cli_updates_the_model_in_place(enrolled, tmp_path, capsys):
     clf, tmp, _ = enrolled
     model = clf.save(tmp_path / "m")
-    assert main(["enrol", str(model), str(tmp / "cards.json")]) == 0
+    assert main(["enrol", str(model), str(tmp / "cards.json"), "--enrol-cost", "0.05"]) == 0
     assert "enrolled 1 product(s) from their cards: Biogesic" in capsys.readouterr().out
-    assert json.loads((model / "multipill.json").read_text())["enrolled"] == ["Biogesic"]
+    config = json.loads((model / "multipill.json").read_text())
+    assert config["enrolled"] == ["Biogesic"] and config["params"]["enrol_cost"] == 0.05
+    assert config["enrol_head"]["max_cost"] == 0.05 and len(config["enrol_head"]["report"]["weights"]) == 5
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]  # no staging folder left behind
     assert main(["enrol", str(model), str(tmp / "cards.json")]) == 2  # nothing new: a clear error
     assert "no new products" in capsys.readouterr().err
