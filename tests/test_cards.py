@@ -139,6 +139,28 @@ def test_enrolled_product_is_answered_from_its_card(enrolled, packs, tmp_path):
     assert np.allclose([p.confidence for p in again], [p.confidence for p in preds[:4]], atol=1e-6)
 
 
+def test_enrolled_save_from_before_the_enrolment_head_gets_it_on_load(enrolled, packs, tmp_path):
+    """Such saves hold no head, and a zero fusion bias per enrolled class: loading fits the same head again."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from multipill.files import sha256
+    clf, tmp, _ = enrolled
+    model = PillClassifier.load(clf.save(tmp_path / "m")).add_products(tmp / "cards.json")
+    d = model.save(tmp_path / "e")
+    tensors = load_file(d / "model.safetensors")
+    params = tensors["fusion.params"]
+    tensors["fusion.params"] = torch.cat([params, torch.zeros(1, dtype=params.dtype)])
+    save_file(tensors, d / "model.safetensors")
+    config = json.loads((d / "multipill.json").read_text())
+    del config["enrol_head"]
+    config["weights_sha256"] = sha256(d / "model.safetensors")
+    (d / "multipill.json").write_text(json.dumps(config))
+    older = PillClassifier.load(d)
+    assert np.allclose(older.enrol_head_.weights_, model.enrol_head_.weights_)
+    photos = sorted((packs / "test" / "Biogesic").glob("*.png"))[:4]
+    assert [p.label for p in older.predict(photos)] == [p.label for p in model.predict(photos)]
+
+
 def test_enrol_cli_updates_the_model_in_place(enrolled, tmp_path, capsys):
     clf, tmp, _ = enrolled
     model = clf.save(tmp_path / "m")
