@@ -84,7 +84,8 @@ def answers(clf: PillClassifier, samples: Samples) -> dict:
     preds = clf.predict(samples.sources, top_k=1)
     right = np.array([p.label == y for p, y in zip(preds, samples.labels)])
     return {"correct": right, "abstained": np.array([p.abstained for p in preds]),
-            "source_card": np.array([p.source == "card" for p in preds]), "texts": np.array([p.text for p in preds], object)}
+            "source_card": np.array([p.source == "card" for p in preds]),
+            "texts": np.array([p.text for p in preds], object)}
 
 
 def card_evidence(clf: PillClassifier, texts: list[str], labels: list[str]) -> dict:
@@ -127,7 +128,8 @@ def part_bc(args, train: Samples, val: Samples, cards: Path, enrol: list[str], s
     for k in (0, *args.shots):
         model = PillClassifier.load(saved)
         minimal = Path(args.work) / "minimal_cards" if args.minimal_cards else None
-        model.add_products(load_cards_for(cards, enrol, minimal), enrolled_photos.subset(sorted(shots[k])) if k else None)
+        model.add_products(load_cards_for(cards, enrol, minimal),
+                           enrolled_photos.subset(sorted(shots[k])) if k else None)
         left = [i for i in range(len(enrolled_photos)) if i not in set(shots.get(k, []))]
         got = answers(model, enrolled_photos.subset(left))
         after = answers(model, others_val)
@@ -137,7 +139,8 @@ def part_bc(args, train: Samples, val: Samples, cards: Path, enrol: list[str], s
                   "enrolled_val": summarise({key: v[from_val[left]] for key, v in got.items()}),
                   "others_before": summarise(before), "others_after": summarise(after),
                   "enrolled_answered_from_card": float(got["source_card"].mean()),
-                  "enrolment_head": getattr(getattr(model, "enrol_head_", None), "report_", None),  # none before 75f47c5
+                  # no head before 75f47c5
+                  "enrolment_head": getattr(getattr(model, "enrol_head_", None), "report_", None),
                   "as_if_enrolled": model.calibration_["threshold"]["as_if_enrolled"]}
         print(f"(b/c) {k} photos: enrolled {out[k]['enrolled']['accuracy']:.3f}, others "
               f"{out[k]['others_before']['accuracy']:.3f} -> {out[k]['others_after']['accuracy']:.3f}", flush=True)
@@ -212,8 +215,9 @@ def main() -> None:
              fmt(r["others_before"]["accuracy"], r["others_before"]["accuracy_ci95"]),
              fmt(r["others_after"]["accuracy"], r["others_after"]["accuracy_ci95"]),
              f"{r['others_before']['abstained']:.2f} -> {r['others_after']['abstained']:.2f}",
-             f"{r['enrolled']['answered_right']}/{r['enrolled']['answered']}; {r['others_before']['answered_right']}/"
-             f"{r['others_before']['answered']} -> {r['others_after']['answered_right']}/{r['others_after']['answered']}",
+             f"{r['enrolled']['answered_right']}/{r['enrolled']['answered']}; "
+             f"{r['others_before']['answered_right']}/{r['others_before']['answered']} -> "
+             f"{r['others_after']['answered_right']}/{r['others_after']['answered']}",
              f"{r['enrolled_card_evidence']['card_top1_all_cards']:.3f} / "
              f"{r['enrolled_card_evidence']['card_top1_enrolled_cards']:.3f}"]
             for k, r in result.get("bc", {}).items()]
