@@ -286,6 +286,7 @@ class PillClassifier:
         self._calibrate(v["y"], img, txt, fused, v["has_text"], lambda: self._as_if_enrolled(v, cards))
 
     def _holds_held_out(self) -> bool:
+        """Whether the held-out outputs that enrolment is fitted on were kept (saves from older versions lack them)."""
         return all(k in getattr(self, "validation_", {}) for k in HELD_OUT)
 
     def _as_if_enrolled(self, v: dict, cards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

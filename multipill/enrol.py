@@ -164,6 +164,7 @@ class EnrolmentHead:
         return self
 
     def _accuracy(self, answer: np.ndarray, real: np.ndarray, y: np.ndarray) -> float:
+        """The trained classes' held-out accuracy once the real enrolled classes compete for their photos."""
         return float((np.hstack([answer, self.logits(real)]).argmax(1) == y).mean())
 
     def logits(self, features: np.ndarray) -> np.ndarray:
@@ -171,6 +172,7 @@ class EnrolmentHead:
         return features @ self.weights_
 
     def to_json(self) -> dict:
+        """Settings and fit report (weights included), saved in the model's JSON."""
         return {"max_cost": self.max_cost, "sets": self.sets, "l2": self.l2, "seed": self.seed, "report": self.report_}
 
     @classmethod
