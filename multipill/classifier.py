@@ -693,7 +693,7 @@ class PillClassifier:
                   "fusion_report": self.fusion_.report_, "text_pool_report": self.text_pool_.report_,
                   "enrolled": self.enrolled_, "image_scale": list(self.image_scale_),
                   "text_scale": list(self.text_scale_), "read_words": self.read_words_,
-                  "enrol_head": self.enrol_head_.to_json() if getattr(self, "enrol_head_", None) else None,
+                  "enrol_head": self.enrol_head_.to_json() if self.enrol_head_ else None,
                   "image_history": self.image_.history_,
                   "temperatures": self.temperatures_, "threshold": to_probability(self.threshold_),
                   "certainty_threshold": self.threshold_ if np.isfinite(self.threshold_) else None,

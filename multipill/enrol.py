@@ -41,7 +41,7 @@ def as_enrolled(logp: np.ndarray, k: int, score: np.ndarray) -> np.ndarray:
     `fit_enrol_scale`)."""
     out = np.asarray(logp, np.float64).copy()
     others = np.arange(out.shape[1]) != k
-    out[:, others] = out[:, others] - logsumexp(out[:, others], axis=1, keepdims=True)
+    out[:, others] = renormalised(out, others)
     out[:, k] = score
     return out - logsumexp(out, axis=1, keepdims=True)
 

@@ -404,6 +404,7 @@ class OCRReader:
         write_text_atomic(folder / f"{key}.json", json.dumps(result.to_json()))
 
     def read_decoded(self, image: "Image.Image | OCRResult") -> OCRResult:
+        """`read_one`, passing on the failed reading `_decoded` gave an unreadable photo."""
         return image if isinstance(image, OCRResult) else self.read_one(image)
 
     def read_one(self, image: Image.Image) -> OCRResult:
