@@ -121,13 +121,17 @@ def part_bc(args, train: Samples, val: Samples, cards: Path, enrol: list[str], s
         for c in enrol:
             idx = [i for i, lab in enumerate(enrolled_photos.labels) if lab == c and not from_val[i]]
             shots[k] += list(np.random.default_rng(args.seed + 1).permutation(idx)[:k])
-    clf = PillClassifier(**settings, cards=str(cards)).fit(train.subset(keep_tr), others_val)
+    minimal = Path(args.work) / "minimal_cards" if args.minimal_cards else None
+    trained_cards = cards
+    if args.minimal_cards == "all":  # the trained products' cards are formulary entries too
+        load_cards_for(cards, sorted(set(train.labels)), minimal)
+        trained_cards = minimal
+    clf = PillClassifier(**settings, cards=str(trained_cards)).fit(train.subset(keep_tr), others_val)
     saved = clf.save(Path(args.work) / "enrolment")
     before = answers(clf, others_val)
     out = {}
     for k in (0, *args.shots):
         model = PillClassifier.load(saved)
-        minimal = Path(args.work) / "minimal_cards" if args.minimal_cards else None
         model.add_products(load_cards_for(cards, enrol, minimal),
                            enrolled_photos.subset(sorted(shots[k])) if k else None)
         left = [i for i in range(len(enrolled_photos)) if i not in set(shots.get(k, []))]
@@ -176,8 +180,9 @@ def main() -> None:
     p.add_argument("--tuning", action="store_true",
                    help="enrol classes the reported run does not (seed + 100) and score only their train photos: "
                         "where enrolment's design is tried, never on the photos reported")
-    p.add_argument("--minimal-cards", action="store_true",
-                   help="enrol from cards cut to the product's title, without pictures")
+    p.add_argument("--minimal-cards", nargs="?", const="enrolled", choices=["enrolled", "all"],
+                   help="enrol from cards cut to the product's title, without pictures; 'all': train with such "
+                        "cards too")
     args = p.parse_args()
     data = Path(args.data)
     splits = load_splits(data)
@@ -228,7 +233,7 @@ def main() -> None:
                                "card matcher alone on enrolled photos: all cards / enrolled cards"], rows)
     print(table_a + "\n\n" + table_bc + f"\n\n{time.time() - start:.0f}s")
     name = ("cards" + (f"_{args.parts}" if args.parts != "abc" else "") + ("_tuning" if args.tuning else "")
-            + ("_minimal" if args.minimal_cards else "")
+            + ({"enrolled": "_minimal", "all": "_minimal_all"}.get(args.minimal_cards, ""))
             + ("_quick" if args.quick else ""))
     out = Path(args.out)
     write_json(out, name, {"args": vars(args), "seconds": time.time() - start, "table_a": table_a,

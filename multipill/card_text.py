@@ -1,7 +1,9 @@
 """Zero-shot text knowledge: OCR text scored against each class's product-card text, no photo needed."""
 from __future__ import annotations
 
+import copy
 import re
+from collections import Counter
 from typing import Optional, Sequence
 
 import numpy as np
@@ -37,6 +39,26 @@ def frequent_words(texts: Sequence[str], labels: Sequence, share: float = 1 / 3)
             for label, bags in seen.items()}
 
 
+def card_kind(card: ProductCard) -> tuple:
+    """What a card holds, as far as text matching goes: how many printed names, which facts, and whether its
+    description adds words of its own (a formulary entry of name and form holds one or two names and no more)."""
+    described = bool(set(tokens(card.description)) - set(tokens(card.printed_text())))
+    return len(card.aliases), tuple(sorted(card.facts)), described
+
+
+def usual_kind(cards: Sequence[ProductCard]) -> tuple:
+    """The most common `card_kind` among `cards`."""
+    return Counter(card_kind(c) for c in cards).most_common(1)[0][0]
+
+
+def cut_to(card: ProductCard, kind: tuple) -> ProductCard:
+    """`card` holding no more than a card of `kind` does: its first names, those facts, a description only if
+    `kind` has one. What a richly described trained product would look like with a new product's card."""
+    names, facts, described = kind
+    return ProductCard(card.label, {k: f for k, f in card.facts.items() if k in facts}, card.aliases[:names],
+                       card.description if described else "", [])
+
+
 class CardTextMatcher:
     """Each OCR word votes for the cards holding a word like it, weighted by how rare that word is among cards.
 
@@ -56,8 +78,7 @@ class CardTextMatcher:
         `seen`: words read on a class's photos (`frequent_words`); they count only towards how common a word is.
         """
         self.classes_ = list(cards)
-        per_class = [{**{t: self.description_weight for t in tokens(cards[c].description)},
-                      **{t: 1.0 for t in tokens(cards[c].printed_text())}} for c in self.classes_]
+        per_class = [self._rows(cards[c]) for c in self.classes_]
         self.vocabulary_ = sorted({t for ts in per_class for t in ts})
         index = {t: i for i, t in enumerate(self.vocabulary_)}
         self.membership_ = np.zeros((len(self.classes_), len(self.vocabulary_)), np.float32)
@@ -69,9 +90,33 @@ class CardTextMatcher:
                 present[self.classes_.index(label), [index[w] for w in words if w in index]] = True
         df = present.sum(0)
         self.idf_ = np.log((1 + len(self.classes_)) / (1 + df)).astype(np.float32) + 1.0
-        # long cards have more words for OCR noise to land on: their sums are shrunk by length ** power
-        self.norm_ = np.maximum(self.membership_.sum(1), 1.0) ** -self.length_power
+        self.norm_ = self._norm(self.membership_)
         return self
+
+    def _norm(self, membership: np.ndarray) -> np.ndarray:
+        """Long cards have more words for OCR noise to land on: their sums are shrunk by length ** power."""
+        return np.maximum(membership.sum(1), 1.0) ** -self.length_power
+
+    def _rows(self, card: ProductCard) -> dict[str, float]:
+        """A card's words and their weights: printed names count fully, description words `description_weight`."""
+        return {**{t: self.description_weight for t in tokens(card.description)},
+                **{t: 1.0 for t in tokens(card.printed_text())}}
+
+    def with_cards(self, cards: dict[str, ProductCard]) -> "CardTextMatcher":
+        """A copy in which the classes of `cards` hold those cards instead, every word keeping the weight it has
+        among the fitted cards (words the fitted cards lack are left out): how a card of another kind would
+        match against the same competitors."""
+        out = copy.copy(self)
+        out.membership_ = self.membership_.copy()
+        index = {t: i for i, t in enumerate(self.vocabulary_)}
+        for label, card in cards.items():
+            row = out.membership_[self.classes_.index(label)]
+            row[:] = 0
+            for t, w in self._rows(card).items():
+                if t in index:
+                    row[index[t]] = w
+        out.norm_ = self._norm(out.membership_)
+        return out
 
     def _similarity(self, words: list[str]) -> np.ndarray:
         """(n_words, n_vocabulary) similarity in [0, 1], zero below `min_similarity`."""

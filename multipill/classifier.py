@@ -16,12 +16,12 @@ from . import __version__
 from .backbones import DEFAULT_BACKBONE
 from .calibration import (apply_temperature, certainty, choose_ocr_gate, choose_threshold, expected_calibration_error,
                           fit_temperature, reliability_bins, risk_coverage, to_certainty, to_probability)
-from .card_text import frequent_words
+from .card_text import cut_to, frequent_words, usual_kind
 from .matchers import create_matcher
 from .cards import WARNING, ProductCard, card_pictures, cards_lexicon, load_cards
 from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split, take
 from .enrol import (EnrolmentHead, as_enrolled, background_stats, enrolled_features, fit_enrol_scale, mirrored,
-                    prototype, similarity)
+                    prototype, renormalised, similarity, unclaimed)
 from .explain import Explanation
 from .export import attach_onnx, export_onnx
 from .files import sha256, write_atomic, write_text_atomic
@@ -277,22 +277,25 @@ class PillClassifier:
         cards = self._card_scores(v["texts"])
         txt = self._text_with_enrolled(v["text"], cards)
         k, rows = v["image"].shape[1], v["has_text"] & self.fusion_.active
+        cut = self._cut_card_scores(v["texts"])
         if rows.any():
             self.enrol_head_ = EnrolmentHead(self.enrol_cost, seed=self.seed).fit(
                 v["fused_cv"][rows], v["y"][rows], v["pretend_image"][rows], v["pretend_classes"], cards[rows, :k],
-                self._enrolled_evidence(features[rows], cards[rows]), self._pictured())
+                self._enrolled_evidence(features[rows], cards[rows], unclaimed(v["fused_cv"][rows])), self._pictured(),
+                cut[rows])
         # the trained classes keep their cross-fitted fused answer; enrolled ones join it as the head scores them
         fused = self._join_enrolled(v["fused_cv"], img, features, cards, v["has_text"])
-        self._calibrate(v["y"], img, txt, fused, v["has_text"], lambda: self._as_if_enrolled(v, cards))
+        self._calibrate(v["y"], img, txt, fused, v["has_text"], lambda: self._as_if_enrolled(v, cards, cut))
 
     def _holds_held_out(self) -> bool:
         """Whether the held-out outputs that enrolment is fitted on were kept (saves from older versions lack them)."""
         return all(k in getattr(self, "validation_", {}) for k in HELD_OUT)
 
-    def _as_if_enrolled(self, v: dict, cards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _as_if_enrolled(self, v: dict, cards: np.ndarray, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Certainty and correctness of each held-out photo answered as if its product had been enrolled from
-        its card rather than trained (other enrolled products aside): how enrolled products' photos fare,
-        mistaken for trained lookalikes included, which the trained products' photos alone cannot show."""
+        its card (cut to the enrolled cards' kind: `cut`) rather than trained (other enrolled products aside): how
+        enrolled products' photos fare, mistaken for trained lookalikes included, which the trained products'
+        photos alone cannot show."""
         n = v["image"].shape[1]
         picture = {int(k): j for j, k in enumerate(v["pretend_classes"])}
         # each class simulated with its picture or without, in the enrolled classes' share
@@ -307,12 +310,25 @@ class PillClassifier:
             fused, read = img.copy(), has & self.fusion_.active
             if read.any():  # the fused answer without k, k scored by the enrolment head as if enrolled
                 sim = v["pretend_image"][rows][read][:, [picture[k]]] if seen_k else np.zeros((read.sum(), 1))
-                head = self.enrol_head_.logits(enrolled_features(sim, cards[rows][read][:, :n], [k], seen_k))[:, 0]
+                mixed = cards[rows][read][:, :n]
+                mixed[:, k] = cut[rows][read][:, k]
+                without = renormalised(v["answer"][rows][read], np.arange(n) != k)
+                head = self.enrol_head_.logits(enrolled_features(sim, mixed, [k], seen_k, unclaimed(without)))[:, 0]
                 fused[read] = as_enrolled(v["answer"][rows][read], k, head)
             final = self._final(img, fused, has)
             sure.append(certainty(final))
             right.append(final.argmax(1) == k)
         return np.concatenate(sure), np.concatenate(right)
+
+    def _cut_card_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """(n_texts, n_trained) match with each trained class's card cut to the enrolled cards' usual kind, the
+        other cards as they are: what enrolling that class from a card like the enrolled ones would give."""
+        trained = self.classes_[:len(self.classes_) - len(self.enrolled_)]
+        if self.card_text_ is None:
+            return np.zeros((len(texts), len(trained)))
+        kind = usual_kind([self.cards_[c] for c in self.enrolled_])
+        cut = {c: cut_to(self.cards_.get(c) or ProductCard(c), kind) for c in trained}
+        return self.card_text_.with_cards(cut).scores(texts, trained).astype(np.float64)
 
     def _card_matcher(self):
         """Card text matcher over every class; a class without a card is matched by its name (a minimal card), and
@@ -456,11 +472,11 @@ class PillClassifier:
         """Which enrolled classes have a picture (a card's or a photo's) to be compared with."""
         return np.asarray(self.prototypes_).any(axis=1)
 
-    def _enrolled_evidence(self, features: np.ndarray, cards: np.ndarray) -> np.ndarray:
+    def _enrolled_evidence(self, features: np.ndarray, cards: np.ndarray, rest: np.ndarray) -> np.ndarray:
         """`enrolled_features` of the enrolled classes."""
         sim = similarity(features, self.prototypes_, self.prototype_stats_)
         k = len(self.classes_) - len(self.enrolled_)
-        return enrolled_features(sim, cards, range(k, len(self.classes_)), self._pictured())
+        return enrolled_features(sim, cards, range(k, len(self.classes_)), self._pictured(), rest)
 
     def _fused(self, img_lp: np.ndarray, txt_lp: np.ndarray, conf: np.ndarray, has: np.ndarray,
                features: np.ndarray, cards: np.ndarray) -> np.ndarray:
@@ -478,7 +494,8 @@ class PillClassifier:
         out = img_lp.copy()
         rows = has & self.fusion_.active
         if rows.any():
-            head = self.enrol_head_.logits(self._enrolled_evidence(features[rows], cards[rows]))
+            head = self.enrol_head_.logits(self._enrolled_evidence(features[rows], cards[rows],
+                                                                   unclaimed(trained[rows])))
             out[rows] = log_softmax(np.hstack([trained[rows], head]))
         return out
 
@@ -783,7 +800,8 @@ class PillClassifier:
             clf.validation_ = {k: tensors[f"validation.{k}"].numpy() for k in HELD_OUT if f"validation.{k}" in tensors}
             clf.validation_["texts"] = config["validation_texts"]
             clf.validation_["answer"] = clf.validation_["fused_cv" if clf.fusion_.active else "image"]
-        if clf.enrolled_ and clf.fusion_.active and clf.enrol_head_ is None:  # enrolled before the head existed
+        # enrolled before the head existed, or before it weighed what it weighs now
+        if clf.enrolled_ and clf.fusion_.active and (clf.enrol_head_ is None or clf.enrol_head_.outdated()):
             if not clf._holds_held_out():
                 raise ValueError(f"{d}: its enrolled products need the held-out outputs this save lacks: load the "
                                  "model it was enrolled into and call add_products() again")

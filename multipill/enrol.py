@@ -1,7 +1,7 @@
-"""Classes known from their cards alone: image prototypes scored on the image branch's own logit scale."""
+"""Classes known from their cards alone: scored against the trained classes' answers from card text and pictures."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -82,14 +82,25 @@ def fit_enrol_scale(logits: np.ndarray, scores: np.ndarray, y: np.ndarray, prete
     return float(scale), float(shift)
 
 
-def enrolled_features(sim: np.ndarray, cards: np.ndarray, columns: Sequence[int], pictured: np.ndarray
-                      ) -> np.ndarray:
-    """(n, len(columns), 5) evidence for each enrolled class on photos whose text was read: picture similarity
-    (0 for a class without a picture), card-text match, that match's log share among all cards' matches, a
-    constant, and whether the class has a picture (a card with nothing but a name needs its own constant)."""
+FEATURES = 6  # what `enrolled_features` gives per enrolled class; saved heads with another number are refitted
+
+
+def unclaimed(logp: np.ndarray) -> np.ndarray:
+    """(n,) log of the probability a trained answer leaves beyond its top class."""
+    return np.log(np.clip(1 - np.exp(np.asarray(logp, np.float64).max(1)), 1e-6, 1))
+
+
+def enrolled_features(sim: np.ndarray, cards: np.ndarray, columns: Sequence[int], pictured: np.ndarray,
+                      rest: np.ndarray) -> np.ndarray:
+    """(n, len(columns), FEATURES) evidence for each enrolled class on photos whose text was read: picture
+    similarity (0 for a class without a picture), card-text match, that match's log share among all cards'
+    matches, a constant, whether the class has a picture (a card with nothing but a name needs its own constant),
+    and `rest`, what the trained answer leaves beyond its top class (`unclaimed`): a photo of a product no
+    trained class is is often one the trained answer is unsure of, while its confident answers are mostly right."""
     share = np.asarray(cards, np.float64) - logsumexp(cards, axis=1, keepdims=True)
     columns, pictured = list(columns), np.broadcast_to(np.asarray(pictured, np.float64), np.shape(sim))
-    return np.stack([sim * pictured, cards[:, columns], share[:, columns], np.ones_like(pictured), pictured], axis=2)
+    return np.stack([sim * pictured, cards[:, columns], share[:, columns], np.ones_like(pictured), pictured,
+                     np.broadcast_to(np.asarray(rest, np.float64)[:, None], np.shape(sim))], axis=2)
 
 
 def mirrored(n: int, pictured: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -110,7 +121,8 @@ class EnrolmentHead:
 
     Fitted by pretending, on held-out photos, that seeded sets of trained classes (as many as are enrolled, up to
     half) had been enrolled: their columns of the fused answer are dropped and replaced by the head's score from
-    their card text and card pictures, and the likelihood of the true labels is maximised. The weight of the
+    their card text and card pictures, and the likelihood of the true labels is maximised. Pretended classes
+    have pictures in the enrolled classes' share and cards cut to the enrolled cards' kind. The weight of the
     evidence is thereby learned jointly with the comparison against the trained classes. Then the constant is
     lowered, if needed, until the real enrolled classes cost the trained ones' held-out photos at most `max_cost`
     accuracy.
@@ -120,11 +132,15 @@ class EnrolmentHead:
         self.max_cost, self.sets, self.l2, self.seed = max_cost, sets, l2, seed
 
     def fit(self, answer: np.ndarray, y: np.ndarray, pretend_sim: np.ndarray, pretend: Sequence[int],
-            cards: np.ndarray, real: np.ndarray, pictured: np.ndarray) -> "EnrolmentHead":
+            cards: np.ndarray, real: np.ndarray, pictured: np.ndarray, cut: Optional[np.ndarray] = None
+            ) -> "EnrolmentHead":
         """`answer`: held-out fused log-probs over the trained classes; `pretend_sim`: those photos' picture
         similarity to the classes in `pretend`; `cards`: their card-text match with every trained class;
         `real`: `enrolled_features` of the enrolled classes on them, `pictured` which of those have a picture
-        (pretended classes have one in the same share)."""
+        (pretended classes have one in the same share); `cut`: their match with the trained classes' cards cut
+        to the enrolled cards' kind (`card_text.cut_to`), which pretended classes are scored by while the others
+        keep `cards` (default: `cards`, the enrolled cards being of the trained ones' kind)."""
+        cut = cards if cut is None else cut
         n_classes, n_enrolled = answer.shape[1], real.shape[1]
         size = max(1, min(n_enrolled, len(pretend) // 2))
         rng = np.random.default_rng(self.seed)
@@ -134,11 +150,14 @@ class EnrolmentHead:
             enrolled = np.asarray(pretend)[chosen]
             trained = np.setdiff1d(np.arange(n_classes), enrolled)
             order = np.argsort(np.concatenate([trained, enrolled]))  # class -> column in [trained, enrolled]
-            data.append((torch.as_tensor(renormalised(answer, trained)),
-                         torch.as_tensor(enrolled_features(pretend_sim[:, chosen], cards, enrolled,
-                                                           mirrored(size, pictured, rng))),
+            mixed = cards.copy()
+            mixed[:, enrolled] = cut[:, enrolled]
+            z = renormalised(answer, trained)
+            data.append((torch.as_tensor(z),
+                         torch.as_tensor(enrolled_features(pretend_sim[:, chosen], mixed, enrolled,
+                                                           mirrored(size, pictured, rng), unclaimed(z))),
                          torch.as_tensor(order[y])))
-        w = torch.zeros(5, dtype=torch.float64, requires_grad=True)
+        w = torch.zeros(FEATURES, dtype=torch.float64, requires_grad=True)
         opt = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
 
         def closure():
@@ -181,3 +200,7 @@ class EnrolmentHead:
         head.report_ = d["report"]
         head.weights_ = np.asarray(d["report"]["weights"], np.float64)
         return head
+
+    def outdated(self) -> bool:
+        """Whether these weights are for other evidence than `enrolled_features` gives (an older save)."""
+        return len(self.weights_) != FEATURES

@@ -10,6 +10,7 @@ from multipill import PillClassifier
 from multipill.card_text import CardTextMatcher, frequent_words, tokens
 from multipill.cards import ProductCard, load_cards
 from multipill.cli import main
+from multipill.enrol import FEATURES
 from multipill.matchers import create_matcher, list_matchers
 from multipill.products import SEED_PRODUCTS
 from multipill.synthetic import render_pack
@@ -71,6 +72,26 @@ def test_card_text_matcher_tolerates_ocr_noise():
     assert classes[s[1].argmax()] == "Arla-Standard-Milk"
     assert classes[s[2].argmax()] == "Neozep"  # one misread letter, and an ingredient Bioflu shares
     assert not s[3].any() and not s[4].any()  # no text, or nothing like any card: no evidence
+
+
+def test_a_card_cut_to_a_name_matches_as_such_a_card_would_among_the_same_cards():
+    """What enrolment pretends with: a trained product's full card cut to the kind of a formulary entry."""
+    from multipill.card_text import card_kind, cut_to, usual_kind
+    full = ProductCard("Arla-Sour-Milk", aliases=["Filmjölk 3%", "ARLA KO 1kg", "mjölk, filkultur"],
+                       description="Syrlig filmjölk med filkultur", images=["iconic.jpg"])
+    entry = ProductCard("Garant-Milk", aliases=["Mellanmjölk"], description="Mellanmjölk")
+    assert card_kind(entry) == (1, (), False) and card_kind(full) == (3, (), True)
+    assert usual_kind([entry, entry, full]) == card_kind(entry)
+    cut = cut_to(full, card_kind(entry))
+    assert cut.aliases == ["Filmjölk 3%"] and cut.description == "" and cut.images == []
+    matcher = CardTextMatcher().fit({"Arla-Sour-Milk": full, "Garant-Milk": entry})
+    texts = ["FILKULTUR", "FILMJOLK 3%", "MELLANMJOLK"]
+    same = matcher.with_cards({"Arla-Sour-Milk": full}).scores(texts, ["Arla-Sour-Milk", "Garant-Milk"])
+    assert np.array_equal(same, matcher.scores(texts, ["Arla-Sour-Milk", "Garant-Milk"]))
+    as_cut = matcher.with_cards({"Arla-Sour-Milk": cut}).scores(texts, ["Arla-Sour-Milk", "Garant-Milk"])
+    assert same[0, 0] > 0 and as_cut[0, 0] == 0  # an ingredient the cut card no longer holds
+    assert as_cut[1, 0] > same[1, 0] > 0  # its title, on a shorter card
+    assert np.array_equal(as_cut[:, 1], same[:, 1])  # the other cards are as they were
 
 
 def test_words_every_pack_shows_are_no_evidence_for_a_new_card():
@@ -139,20 +160,25 @@ def test_enrolled_product_is_answered_from_its_card(enrolled, packs, tmp_path):
     assert np.allclose([p.confidence for p in again], [p.confidence for p in preds[:4]], atol=1e-6)
 
 
-def test_enrolled_save_from_before_the_enrolment_head_gets_it_on_load(enrolled, packs, tmp_path):
-    """Such saves hold no head, and a zero fusion bias per enrolled class: loading fits the same head again."""
+@pytest.mark.parametrize("older", ["no head", "a head of five weights"])
+def test_enrolled_save_from_before_the_current_head_gets_it_on_load(enrolled, packs, tmp_path, older):
+    """Saves from before the head hold none, and a zero fusion bias per enrolled class; saves from before it
+    weighed how unsure the trained answer is hold five weights: loading fits the same head again."""
     import torch
     from safetensors.torch import load_file, save_file
     from multipill.files import sha256
     clf, tmp, _ = enrolled
     model = PillClassifier.load(clf.save(tmp_path / "m")).add_products(tmp / "cards.json")
     d = model.save(tmp_path / "e")
-    tensors = load_file(d / "model.safetensors")
-    params = tensors["fusion.params"]
-    tensors["fusion.params"] = torch.cat([params, torch.zeros(1, dtype=params.dtype)])
-    save_file(tensors, d / "model.safetensors")
     config = json.loads((d / "multipill.json").read_text())
-    del config["enrol_head"]
+    if older == "no head":
+        tensors = load_file(d / "model.safetensors")
+        params = tensors["fusion.params"]
+        tensors["fusion.params"] = torch.cat([params, torch.zeros(1, dtype=params.dtype)])
+        save_file(tensors, d / "model.safetensors")
+        del config["enrol_head"]
+    else:
+        config["enrol_head"]["report"]["weights"] = config["enrol_head"]["report"]["weights"][:5]
     config["weights_sha256"] = sha256(d / "model.safetensors")
     (d / "multipill.json").write_text(json.dumps(config))
     older = PillClassifier.load(d)
@@ -168,7 +194,7 @@ def test_enrol_cli_updates_the_model_in_place(enrolled, tmp_path, capsys):
     assert "enrolled 1 product(s) from their cards: Biogesic" in capsys.readouterr().out
     config = json.loads((model / "multipill.json").read_text())
     assert config["enrolled"] == ["Biogesic"] and config["params"]["enrol_cost"] == 0.05
-    assert config["enrol_head"]["max_cost"] == 0.05 and len(config["enrol_head"]["report"]["weights"]) == 5
+    assert config["enrol_head"]["max_cost"] == 0.05 and len(config["enrol_head"]["report"]["weights"]) == FEATURES
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.")]  # no staging folder left behind
     assert main(["enrol", str(model), str(tmp / "cards.json")]) == 2  # nothing new: a clear error
     assert "no new products" in capsys.readouterr().err

@@ -3,46 +3,51 @@ import json
 
 import numpy as np
 
-from multipill.enrol import EnrolmentHead, enrolled_features
+from multipill.enrol import EnrolmentHead, enrolled_features, unclaimed
 from multipill.text import log_softmax
 
 TRAINED, ENROLLED = 8, 2
 
 
-def _photos(n, labels, seed):
-    """Fused answers over the trained classes, picture similarity and card-text match for every class."""
+def _photos(n, labels, seed, card_signal=3.0):
+    """Fused answers over the trained classes, picture similarity and card-text match for every class (cards
+    with a weaker `card_signal` are like cards holding a name alone)."""
     rng = np.random.default_rng(seed)
     y = rng.choice(labels, n)
     onehot = np.eye(TRAINED + ENROLLED)[y]
     answer = log_softmax(rng.normal(0, 1, (n, TRAINED)) + 2.5 * onehot[:, :TRAINED])
     sim = rng.normal(0, 1, (n, TRAINED + ENROLLED)) + 2.0 * onehot
-    cards = rng.normal(0, 1, (n, TRAINED + ENROLLED)) + 3.0 * onehot
+    cards = rng.normal(0, 1, (n, TRAINED + ENROLLED)) + card_signal * onehot
     return y, answer, sim, cards
 
 
-def _features(sim, cards, pictured=True):
-    return enrolled_features(sim[:, TRAINED:], cards, range(TRAINED, TRAINED + ENROLLED), pictured)
+def _features(sim, cards, answer, pictured=True):
+    return enrolled_features(sim[:, TRAINED:], cards, range(TRAINED, TRAINED + ENROLLED), pictured,
+                             unclaimed(answer))
 
 
-def _fit(misleading=0.0, pictured=True):
-    y, answer, sim, cards = _photos(400, np.arange(TRAINED), 0)
+def _fit(misleading=0.0, pictured=True, card_signal=3.0, cut_signal=None):
+    """A head fitted on trained classes' photos; `cut_signal`: pretend with cards of that strength."""
+    y, answer, sim, cards = _photos(400, np.arange(TRAINED), 0, card_signal)
     cards[:, TRAINED:] += misleading  # the enrolled cards match every held-out photo
+    cut = None if cut_signal is None else _photos(400, np.arange(TRAINED), 0, cut_signal)[3][:, :TRAINED]
     pretend, has = list(range(TRAINED)), np.full(ENROLLED, pictured)
     return EnrolmentHead(max_cost=0.02).fit(answer, y, sim[:, :TRAINED], pretend, cards[:, :TRAINED],
-                                            _features(sim, cards, has), has)
+                                            _features(sim, cards, answer, has), has, cut)
 
 
-def _enrolled_accuracy(head, pictured=True):
+def _enrolled_accuracy(head, pictured=True, card_signal=3.0):
     """Top-1 on fresh photos of the enrolled classes, scored with or without their pictures."""
-    y, answer, sim, cards = _photos(400, np.arange(TRAINED, TRAINED + ENROLLED), 1)
-    return (np.hstack([answer, head.logits(_features(sim, cards, pictured))]).argmax(1) == y).mean()
+    y, answer, sim, cards = _photos(400, np.arange(TRAINED, TRAINED + ENROLLED), 1, card_signal)
+    return (np.hstack([answer, head.logits(_features(sim, cards, answer, pictured))]).argmax(1) == y).mean()
 
 
 def test_head_answers_enrolled_photos_without_costing_the_trained_ones():
     head = _fit()
     assert head.weights_[0] > 0 and head.weights_[1] > 0, head.report_  # pictures and card text count
+    assert head.weights_[5] > 0, head.report_  # an unsure trained answer leaves room for a new product
     y, answer, sim, cards = _photos(400, np.arange(TRAINED + ENROLLED), 1)
-    scores = head.logits(_features(sim, cards))
+    scores = head.logits(_features(sim, cards, answer))
     pred = np.hstack([answer, scores]).argmax(1)
     new = y >= TRAINED
     assert (pred[new] == y[new]).mean() >= 0.7  # never seen in training: chance is 0
@@ -62,8 +67,8 @@ def test_head_lowers_its_constant_when_enrolled_cards_would_take_trained_photos(
 def test_head_round_trips_through_json():
     head = _fit()
     again = EnrolmentHead.from_json(json.loads(json.dumps(head.to_json())))
-    _, _, sim, cards = _photos(50, np.arange(TRAINED + ENROLLED), 2)
-    features = _features(sim, cards)
+    _, answer, sim, cards = _photos(50, np.arange(TRAINED + ENROLLED), 2)
+    features = _features(sim, cards, answer)
     assert np.array_equal(again.logits(features), head.logits(features))
     assert again.report_ == head.report_ and again.max_cost == head.max_cost
 
@@ -75,3 +80,11 @@ def test_products_enrolled_without_pictures_get_a_head_fitted_without_them():
     assert blind.weights_[0] == 0 and blind.report_["pictured_share"] == 0.0
     assert _enrolled_accuracy(blind, pictured=False) > _enrolled_accuracy(_fit(), pictured=False) + 0.05
     assert _enrolled_accuracy(_fit()) > _enrolled_accuracy(blind, pictured=False)  # pictures still help
+
+
+def test_pretending_with_cards_cut_like_the_enrolled_ones_fits_weak_cards_better():
+    """Enrolled cards holding a name alone match their photos less than the trained products' full cards do:
+    pretended classes scored by their cards cut to that kind give a head that weighs such cards as they are."""
+    weak = dict(card_signal=1.0)
+    mirrored = _fit(card_signal=3.0, cut_signal=1.0)
+    assert _enrolled_accuracy(mirrored, **weak) > _enrolled_accuracy(_fit(card_signal=3.0), **weak) + 0.03
