@@ -291,8 +291,10 @@ class PillClassifier:
         """Whether the held-out outputs that enrolment is fitted on were kept (saves from older versions lack them)."""
         return all(k in getattr(self, "validation_", {}) for k in HELD_OUT)
 
-    def _as_if_enrolled(self, v: dict, cards: np.ndarray, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Certainty and correctness of each held-out photo answered as if its product had been enrolled from
+    def _as_if_enrolled(self, v: dict, cards: np.ndarray, cut: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Certainty, correctness and whether the answer names an enrolled product (here: whether it is right),
+        of each held-out photo answered as if its product had been enrolled from
         its card (cut to the enrolled cards' kind: `cut`) rather than trained (other enrolled products aside): how
         enrolled products' photos fare, mistaken for trained lookalikes included, which the trained products'
         photos alone cannot show."""
@@ -318,7 +320,7 @@ class PillClassifier:
             final = self._final(img, fused, has)
             sure.append(certainty(final))
             right.append(final.argmax(1) == k)
-        return np.concatenate(sure), np.concatenate(right)
+        return np.concatenate(sure), np.concatenate(right), np.concatenate(right)  # right = named as enrolled
 
     def _cut_card_scores(self, texts: Sequence[str]) -> np.ndarray:
         """(n_texts, n_trained) match with each trained class's card cut to the enrolled cards' usual kind, the
@@ -358,8 +360,10 @@ class PillClassifier:
                    has_text: np.ndarray, as_enrolled: Optional[Callable[[], tuple]] = None) -> None:
         """Temperatures per branch and the abstention threshold, from held-out (validation) predictions.
 
-        `as_enrolled`: after enrolment, (certainty, correct) of photos of enrolled products; they join the
-        threshold's choice weighted by the enrolled classes' share of all classes.
+        `as_enrolled`: after enrolment, (certainty, correct, named as enrolled) of photos of enrolled products;
+        they join the thresholds' choice weighted by the enrolled classes' share of all classes. Answers that name
+        an enrolled product get a threshold of their own (`enrolled_threshold_`): they are right less often than
+        the trained products' answers, which would otherwise be withheld with them.
         """
         fused_rows = has_text & self.fusion_.active
         self.temperatures_ = {"image": fit_temperature(img_lp, y),
@@ -369,19 +373,25 @@ class PillClassifier:
         self.ocr_gate_ = self._fit_ocr_gate(y, img_lp, ungated)
         skipped = self._sure_without_text(img_lp)
         final = self._final(img_lp, fused_lp, has_text & ~skipped)
-        sure, correct = certainty(final), final.argmax(1) == y
-        weight, enrolled = None, {}
+        trained, new = len(self.classes_) - len(self.enrolled_), len(self.enrolled_)
+        sure, correct, named_new = certainty(final), final.argmax(1) == y, final.argmax(1) >= trained
+        weight, enrolled = np.ones(len(sure)), {}
         if as_enrolled is not None:
-            e_sure, e_correct = as_enrolled()
-            trained, new = len(self.classes_) - len(self.enrolled_), len(self.enrolled_)
+            e_sure, e_correct, e_new = as_enrolled()
             weight = np.r_[np.full(len(sure), trained / len(sure)), np.full(len(e_sure), new / max(len(e_sure), 1))]
             enrolled = {"n": int(len(e_sure)), "accuracy": float(np.mean(e_correct)) if len(e_sure) else None,
                         "weight": new / (trained + new)}
-            sure, correct = np.r_[sure, e_sure], np.r_[correct, e_correct]
-        self.threshold_ = (to_certainty(self.abstain_threshold) if self.abstain_threshold is not None
-                           else choose_threshold(sure, correct, self.target_accuracy, weight))
+            sure, correct, named_new = np.r_[sure, e_sure], np.r_[correct, e_correct], np.r_[named_new, e_new]
+        if self.abstain_threshold is not None:
+            self.threshold_ = self.enrolled_threshold_ = to_certainty(self.abstain_threshold)
+        else:
+            self.threshold_, self.enrolled_threshold_ = (
+                choose_threshold(sure[~named_new], correct[~named_new], self.target_accuracy, weight[~named_new]),
+                choose_threshold(sure[named_new], correct[named_new], self.target_accuracy, weight[named_new])
+                if new else float("inf"))
         self.calibration_ = self._calibration_report(y, img_lp, txt_lp, fused_lp, has_text)
-        self.calibration_["threshold"] = {**self._threshold_report(sure, correct), "as_if_enrolled": enrolled}
+        self.calibration_["threshold"] = {**self._threshold_report(sure, correct, named_new),
+                                          "as_if_enrolled": enrolled}
         self.calibration_["ocr_gate"] = {
             "setting": self.ocr_gate, "probability": to_probability(self.ocr_gate_),
             "ocr_rate": float(1 - skipped.mean()) if len(y) else 1.0,
@@ -407,12 +417,14 @@ class PillClassifier:
             return np.zeros(len(img_lp), bool)
         return certainty(apply_temperature(img_lp, self.temperatures_["image"])) >= self.ocr_gate_
 
-    def _threshold_report(self, sure: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
-        """Where the threshold came from and what it answers on validation; warns when it answers nothing."""
-        answered = sure >= self.threshold_
+    def _threshold_report(self, sure: np.ndarray, correct: np.ndarray, named_new: np.ndarray) -> dict[str, Any]:
+        """Where the thresholds came from and what they answer on validation; warns when they answer nothing."""
+        answered = sure >= self._limit(named_new)
         report: dict[str, Any] = {"chosen_by": "target_accuracy" if self.abstain_threshold is None
                                   else "abstain_threshold", "validation_n": int(len(sure)),
                                   "validation_coverage": float(answered.mean()) if len(sure) else 0.0,
+                                  "enrolled_threshold": to_probability(self.enrolled_threshold_),
+                                  "answers_naming_enrolled": int(named_new.sum()),
                                   "with_enrolled": list(self.enrolled_), "withhold_all_reason": None}
         if len(sure) and not answered.any():
             if self.abstain_threshold is None:
@@ -426,6 +438,10 @@ class PillClassifier:
             report["withhold_all_reason"] = reason
             warnings.warn(f"this model will withhold every answer: {reason}")
         return report
+
+    def _limit(self, named_new: np.ndarray) -> np.ndarray:
+        """The certainty each answer must reach: the enrolled products' threshold where it names one."""
+        return np.where(named_new, self.enrolled_threshold_, self.threshold_)
 
     def _final(self, img_lp: np.ndarray, fused_lp: np.ndarray, has_text: np.ndarray) -> np.ndarray:
         """The answer's calibrated log-probabilities: fused where text was used, else the image branch."""
@@ -549,11 +565,11 @@ class PillClassifier:
         novelty = self.novelty_.score(features)
         # an enrolled product has few or no photos to be near: its printed text matching its card vouches for it
         answer = final.argmax(1)
-        enrolled = np.isin(answer, [self.classes_.index(c) for c in self.enrolled_])
+        enrolled = answer >= len(self.classes_) - len(self.enrolled_)
         vouched = enrolled & has & (log_softmax(cards)[np.arange(len(answer)), answer] > np.log(0.5))
         novelty = np.where(vouched, 0.0, novelty)
         sure = certainty(final)
-        abstained = (sure < self.threshold_) | (novelty > self.novelty_.threshold_)
+        abstained = (sure < self._limit(enrolled)) | (novelty > self.novelty_.threshold_)
         return {"image": img_lp, "text": txt_lp, "fused": fused, "has_text": has, "ocr": ocr, "final": final,
                 "certainty": sure, "novelty": novelty, "abstained": abstained, "skipped_text": skipped}
 
@@ -608,8 +624,10 @@ class PillClassifier:
                              f"{out['novelty'][i]:.3f} > {self.novelty_.threshold_:.3f})")
             elif out["abstained"][i]:
                 reason = "low confidence"
+                new = label in self.enrolled_
                 notes.append(f"abstained: confidence {p[order[0]]:.6g} is below the threshold "
-                             f"{to_probability(self.threshold_):.6g}")
+                             f"{to_probability(self.enrolled_threshold_ if new else self.threshold_):.6g}"
+                             + (" for enrolled products" if new else ""))
             card = self.cards_.get(label)
             preds.append(Prediction(
                 label, float(p[order[0]]), [(self.classes_[j], float(p[j])) for j in order],
@@ -674,6 +692,7 @@ class PillClassifier:
         curve = risk_coverage(out["certainty"], correct)
         step = max(1, len(y) // 200)
         return {"threshold": to_probability(self.threshold_), "certainty_threshold": float(self.threshold_),
+                "enrolled_threshold": to_probability(self.enrolled_threshold_),
                 "novelty_threshold": float(self.novelty_.threshold_),
                 "coverage": float(answered.mean()), "n_answered": int(answered.sum()),
                 "answered_accuracy": float(correct[answered].mean()) if answered.any() else None,
@@ -714,6 +733,8 @@ class PillClassifier:
                   "image_history": self.image_.history_,
                   "temperatures": self.temperatures_, "threshold": to_probability(self.threshold_),
                   "certainty_threshold": self.threshold_ if np.isfinite(self.threshold_) else None,
+                  "enrolled_certainty_threshold": (self.enrolled_threshold_ if np.isfinite(self.enrolled_threshold_)
+                                                   else None),
                   "ocr_gate_certainty": self.ocr_gate_ if np.isfinite(self.ocr_gate_) else None,
                   "novelty": {"k": self.novelty_.k, "quantile": self.novelty_.quantile,
                               "threshold": self.novelty_.threshold_},
@@ -788,6 +809,8 @@ class PillClassifier:
         clf.temperatures_ = config.get("temperatures", {"image": 1.0, "text": 1.0, "fused": 1.0})
         clf.threshold_ = config.get("certainty_threshold", to_certainty(config.get("threshold", 0.0)))
         clf.threshold_ = np.inf if clf.threshold_ is None else clf.threshold_  # None: withhold every answer
+        enrolled = config.get("enrolled_certainty_threshold", clf.threshold_)  # older saves: one for every answer
+        clf.enrolled_threshold_ = np.inf if enrolled is None else enrolled
         clf.calibration_ = config.get("calibration", {})
         gate = config.get("ocr_gate_certainty")  # None (or a model saved before the gate): always read text
         clf.ocr_gate_ = float("inf") if gate is None else float(gate)

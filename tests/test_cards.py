@@ -270,6 +270,16 @@ def test_minimal_card_without_pictures_enrols_by_its_printed_name(fitted, reques
     assert {p.card["dosage_form"]["value"] for p in preds if p.label == "Biogesic"} == {"tablet"}
 
 
+def test_answers_naming_an_enrolled_product_are_held_to_their_own_threshold(enrolled, packs, tmp_path):
+    clf, tmp, _ = enrolled
+    model = PillClassifier.load(clf.save(tmp_path / "m")).add_products(tmp / "cards.json")
+    model.threshold_, model.enrolled_threshold_ = 0.0, float("inf")
+    preds = model.predict(sorted((packs / "test").glob("*/*.png")))
+    assert {p.label for p in preds if p.label == "Biogesic"}, [p.label for p in preds]
+    assert all(p.abstained == (p.label == "Biogesic") for p in preds if p.abstain_reason != "unknown product")
+    assert any("for enrolled products" in n for p in preds for n in p.notes)
+
+
 def test_enrolment_refits_the_abstention_threshold_on_the_held_out_photos(trained_without_cards, tmp_path):
     clf = trained_without_cards
     model = PillClassifier.load(clf.save(tmp_path / "m"))
@@ -282,7 +292,9 @@ def test_enrolment_refits_the_abstention_threshold_on_the_held_out_photos(traine
     # the trained products' photos, and the same photos as if each product had been enrolled from its card
     assert report["validation_n"] == 2 * len(clf.validation_["y"]) == 2 * report["as_if_enrolled"]["n"]
     assert report["as_if_enrolled"]["weight"] == 0.25
-    assert PillClassifier.load(model.save(tmp_path / "e")).threshold_ == model.threshold_
+    again = PillClassifier.load(model.save(tmp_path / "e"))
+    assert (again.threshold_, again.enrolled_threshold_) == (model.threshold_, model.enrolled_threshold_)
+    assert report["answers_naming_enrolled"] >= 1  # photos answered as if enrolled chose the enrolled threshold
     # a fused model without held-out outputs cannot fit the enrolment head: it says so and stays as it was
     older = PillClassifier.load(tmp_path / "m")
     del older.validation_
