@@ -293,11 +293,10 @@ class PillClassifier:
 
     def _as_if_enrolled(self, v: dict, cards: np.ndarray, cut: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Certainty, correctness and whether the answer names an enrolled product (here: whether it is right),
-        of each held-out photo answered as if its product had been enrolled from
-        its card (cut to the enrolled cards' kind: `cut`) rather than trained (other enrolled products aside): how
-        enrolled products' photos fare, mistaken for trained lookalikes included, which the trained products'
-        photos alone cannot show."""
+        """Certainty, correctness and whether the answer names an enrolled product (here the same as correct) of
+        each held-out photo answered as if its product had been enrolled from its card (cut to the enrolled
+        cards' kind: `cut`) rather than trained (other enrolled products aside): how enrolled products' photos
+        fare, mistaken for trained lookalikes included, which the trained products' photos alone cannot show."""
         n = v["image"].shape[1]
         picture = {int(k): j for j, k in enumerate(v["pretend_classes"])}
         # each class simulated with its picture or without, in the enrolled classes' share
@@ -320,7 +319,7 @@ class PillClassifier:
             final = self._final(img, fused, has)
             sure.append(certainty(final))
             right.append(final.argmax(1) == k)
-        return np.concatenate(sure), np.concatenate(right), np.concatenate(right)  # right = named as enrolled
+        return np.concatenate(sure), np.concatenate(right), np.concatenate(right)
 
     def _cut_card_scores(self, texts: Sequence[str]) -> np.ndarray:
         """(n_texts, n_trained) match with each trained class's card cut to the enrolled cards' usual kind, the

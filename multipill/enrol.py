@@ -95,8 +95,8 @@ def enrolled_features(sim: np.ndarray, cards: np.ndarray, columns: Sequence[int]
     """(n, len(columns), FEATURES) evidence for each enrolled class on photos whose text was read: picture
     similarity (0 for a class without a picture), card-text match, that match's log share among all cards'
     matches, a constant, whether the class has a picture (a card with nothing but a name needs its own constant),
-    and `rest`, what the trained answer leaves beyond its top class (`unclaimed`): a photo of a product no
-    trained class is is often one the trained answer is unsure of, while its confident answers are mostly right."""
+    and `rest`, what the trained answer leaves beyond its top class (`unclaimed`): the trained answer is often
+    unsure on a photo of a product it was never trained on, while its confident answers are mostly right."""
     share = np.asarray(cards, np.float64) - logsumexp(cards, axis=1, keepdims=True)
     columns, pictured = list(columns), np.broadcast_to(np.asarray(pictured, np.float64), np.shape(sim))
     return np.stack([sim * pictured, cards[:, columns], share[:, columns], np.ones_like(pictured), pictured,
