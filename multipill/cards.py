@@ -62,7 +62,8 @@ class ProductCard:
                 if (folder / "card.json").is_file() else cls(folder.name))
         descriptions = [_read(p) for p in sorted(folder.glob("description*.txt"))]
         card.description = "\n".join(d for d in [card.description, *descriptions] if d.strip())
-        info = _parse_information(_read(folder / "information.txt")) if (folder / "information.txt").is_file() else {}
+        text = _read(folder / "information.txt") if (folder / "information.txt").is_file() else ""
+        info = _parse_information(text)
         source = info.get("url") or info.get("source") or f"{folder.name}/information.txt (product card)"
         for key, name in _INFO_FACTS.items():
             if key in info and name not in card.facts:
@@ -70,7 +71,8 @@ class ProductCard:
                 if name == "active_ingredients":
                     value = [v.strip() for v in re.split(r"[,+;]", value) if v.strip()]
                 card.facts[name] = Fact(value, source)
-        card.aliases += [info[k] for k in _INFO_NAMES if info.get(k)]
+        # no "Key: value" line at all: each line is a name printed on the pack ("Decolgen", "tablet")
+        card.aliases += _names(info) if info else [line.strip() for line in text.splitlines() if line.strip()]
         card.images += [str(p.resolve()) for p in sorted(folder.iterdir())
                         if p.suffix.lower() in IMAGE_SUFFIXES and str(p.resolve()) not in card.images]
         return card
@@ -113,6 +115,14 @@ class ProductCard:
 
 def _read(path: Path) -> str:
     return path.read_text(encoding="utf-8", errors="replace").strip()
+
+
+def _names(info: dict[str, str]) -> list[str]:
+    """The names an information.txt gives, the product's own first: title, name and product, any other key that
+    holds a name or title ("product name", "generic name"), then maker, strength, form and ingredients."""
+    first, rest = _INFO_NAMES[:3], _INFO_NAMES[3:]
+    other = [k for k in info if k not in _INFO_NAMES and ("name" in k or "title" in k)]
+    return [info[k] for k in (*first, *other, *rest) if info.get(k)]
 
 
 def _parse_information(text: str) -> dict[str, str]:

@@ -49,6 +49,17 @@ def test_folder_cards_keep_names_descriptions_pictures_and_sources(tmp_path):
     assert "printed on the pack: Skimmed milk 1,5%" in milk.format()
 
 
+def test_formulary_entries_in_other_layouts_give_their_names_and_form(tmp_path):
+    """A name under another key ("Product name"), or plain lines with no keys at all."""
+    (tmp_path / "Neozep").mkdir()
+    (tmp_path / "Neozep" / "information.txt").write_text("Dosage form: tablet\nProduct name: Neozep Forte\n")
+    (tmp_path / "Decolgen").mkdir()
+    (tmp_path / "Decolgen" / "information.txt").write_text("Decolgen\n\nTablet\n")
+    cards = load_cards(tmp_path)
+    assert cards["Neozep"].aliases == ["Neozep Forte", "tablet"] and cards["Neozep"].value("dosage_form") == "tablet"
+    assert cards["Decolgen"].aliases == ["Decolgen", "Tablet"] and not cards["Decolgen"].facts
+
+
 def test_bad_card_input_is_refused_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="no card folders"):
         load_cards(tmp_path)
