@@ -14,8 +14,8 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .backbones import DEFAULT_BACKBONE
-from .calibration import (apply_temperature, certainty, choose_ocr_gate, choose_threshold, expected_calibration_error,
-                          fit_temperature, reliability_bins, risk_coverage, to_certainty, to_probability)
+from .calibration import (apply_temperature, certainty, choose_ocr_gate, choose_threshold, fit_temperature,
+                          to_certainty, to_probability)
 from .card_text import cut_to, frequent_words, usual_kind
 from .matchers import create_matcher
 from .cards import WARNING, ProductCard, card_pictures, cards_lexicon, load_cards
@@ -32,6 +32,7 @@ from .ocr import OCRReader, OCRResult, TextPiece, create_ocr
 from .novelty import NearestNeighbourNovelty
 from .processes import process_state
 from .products import lookalike_groups
+from .reports import abstention_report, calibration_report, threshold_report
 from .text import TextBranch, log_softmax
 from .training import TrainConfig
 from .vision import ImageBranch
@@ -389,8 +390,10 @@ class PillClassifier:
                 choose_threshold(sure[named_new], correct[named_new], self.target_accuracy, weight[named_new])
                 if new else float("inf"))
         self.calibration_ = self._calibration_report(y, img_lp, txt_lp, fused_lp, has_text)
-        self.calibration_["threshold"] = {**self._threshold_report(sure, correct, named_new),
-                                          "as_if_enrolled": enrolled}
+        self.calibration_["threshold"] = {
+            **threshold_report(sure, correct, self._limit(named_new), named_new, self.target_accuracy,
+                               self.abstain_threshold, self.enrolled_threshold_, self.enrolled_),
+            "as_if_enrolled": enrolled}
         self.calibration_["ocr_gate"] = {
             "setting": self.ocr_gate, "probability": to_probability(self.ocr_gate_),
             "ocr_rate": float(1 - skipped.mean()) if len(y) else 1.0,
@@ -416,28 +419,6 @@ class PillClassifier:
             return np.zeros(len(img_lp), bool)
         return certainty(apply_temperature(img_lp, self.temperatures_["image"])) >= self.ocr_gate_
 
-    def _threshold_report(self, sure: np.ndarray, correct: np.ndarray, named_new: np.ndarray) -> dict[str, Any]:
-        """Where the thresholds came from and what they answer on validation; warns when they answer nothing."""
-        answered = sure >= self._limit(named_new)
-        report: dict[str, Any] = {"chosen_by": "target_accuracy" if self.abstain_threshold is None
-                                  else "abstain_threshold", "validation_n": int(len(sure)),
-                                  "validation_coverage": float(answered.mean()) if len(sure) else 0.0,
-                                  "enrolled_threshold": to_probability(self.enrolled_threshold_),
-                                  "answers_naming_enrolled": int(named_new.sum()),
-                                  "with_enrolled": list(self.enrolled_), "withhold_all_reason": None}
-        if len(sure) and not answered.any():
-            if self.abstain_threshold is None:
-                best = 1 - min(risk_coverage(sure, correct)["risk"])
-                reason = (f"no confidence threshold reached target_accuracy={self.target_accuracy} on the "
-                          f"{len(sure)} validation images (best accuracy at any coverage {best:.3f}); add "
-                          "validation images or lower target_accuracy")
-            else:
-                reason = (f"abstain_threshold={self.abstain_threshold} is above the confidence of every one of "
-                          f"the {len(sure)} validation answers; lower it")
-            report["withhold_all_reason"] = reason
-            warnings.warn(f"this model will withhold every answer: {reason}")
-        return report
-
     def _limit(self, named_new: np.ndarray) -> np.ndarray:
         """The certainty each answer must reach: the enrolled products' threshold where it names one."""
         return np.where(named_new, self.enrolled_threshold_, self.threshold_)
@@ -451,22 +432,13 @@ class PillClassifier:
 
     def _calibration_report(self, y: np.ndarray, img_lp: np.ndarray, txt_lp: np.ndarray,
                             fused_lp: np.ndarray, has_text: np.ndarray) -> dict[str, Any]:
-        """Expected calibration error before and after temperature scaling, per branch and for the answer."""
+        """Calibration error before and after temperature scaling, per branch and for the answer."""
         every = np.ones(len(y), bool)
         raw_answer = np.where((has_text & self.fusion_.active)[:, None], fused_lp, img_lp)
-        cases = {"image": (img_lp, apply_temperature(img_lp, self.temperatures_["image"]), every),
-                 "text": (txt_lp, apply_temperature(txt_lp, self.temperatures_["text"]), has_text),
-                 "answer": (raw_answer, self._final(img_lp, fused_lp, has_text), every)}
-        out: dict[str, Any] = {"temperatures": dict(self.temperatures_)}
-        for name, (before, after, rows) in cases.items():
-            if not rows.any():
-                continue
-            out[name] = {"n": int(rows.sum())}
-            for when, lp in (("before", before[rows]), ("after", after[rows])):
-                conf, correct = np.exp(lp.max(1)), lp.argmax(1) == y[rows]
-                out[name][f"ece_{when}"] = expected_calibration_error(conf, correct)
-                out[name][f"reliability_{when}"] = reliability_bins(conf, correct)
-        return out
+        return calibration_report(y, {
+            "image": (img_lp, apply_temperature(img_lp, self.temperatures_["image"]), every),
+            "text": (txt_lp, apply_temperature(txt_lp, self.temperatures_["text"]), has_text),
+            "answer": (raw_answer, self._final(img_lp, fused_lp, has_text), every)}, self.temperatures_)
 
     # ----- branches -------------------------------------------------------------------------------
     def _image_outputs(self, images) -> tuple[np.ndarray, np.ndarray]:
@@ -681,23 +653,10 @@ class PillClassifier:
         result["answer"] = branch_report(y, out["final"], self.classes_, groups)  # as deployed: OCR gated
         result["most_confused_image"] = most_confused(result["image"]["confusion_matrix"], self.classes_)
         result["calibration"] = self._calibration_report(y, out["image"], out["text"], out["fused"], out["has_text"])
-        result["abstention"] = self._abstention_report(y, out)
+        result["abstention"] = abstention_report(
+            y, out, self.threshold_, self.enrolled_threshold_, self.novelty_.threshold_,
+            self.calibration_.get("threshold", {}).get("withhold_all_reason"))
         return result
-
-    def _abstention_report(self, y: np.ndarray, out: dict[str, Any]) -> dict[str, Any]:
-        """Coverage and accuracy on the answered cases at the model's threshold, and the whole curve."""
-        correct = out["final"].argmax(1) == y
-        answered = ~out["abstained"]
-        curve = risk_coverage(out["certainty"], correct)
-        step = max(1, len(y) // 200)
-        return {"threshold": to_probability(self.threshold_), "certainty_threshold": float(self.threshold_),
-                "enrolled_threshold": to_probability(self.enrolled_threshold_),
-                "novelty_threshold": float(self.novelty_.threshold_),
-                "coverage": float(answered.mean()), "n_answered": int(answered.sum()),
-                "answered_accuracy": float(correct[answered].mean()) if answered.any() else None,
-                "abstained_as_novel": int((out["novelty"] > self.novelty_.threshold_).sum()),
-                "withhold_all_reason": self.calibration_.get("threshold", {}).get("withhold_all_reason"),
-                "risk_coverage": {k: v[::step] for k, v in curve.items()}}
 
     # ----- persistence ----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
