@@ -385,10 +385,11 @@ class PillClassifier:
         if self.abstain_threshold is not None:
             self.threshold_ = self.enrolled_threshold_ = to_certainty(self.abstain_threshold)
         else:
-            self.threshold_, self.enrolled_threshold_ = (
-                choose_threshold(sure[~named_new], correct[~named_new], self.target_accuracy, weight[~named_new]),
-                choose_threshold(sure[named_new], correct[named_new], self.target_accuracy, weight[named_new])
-                if new else float("inf"))
+            self.threshold_ = choose_threshold(sure[~named_new], correct[~named_new], self.target_accuracy,
+                                               weight[~named_new])
+            # no held-out answer names an enrolled product: nothing to choose theirs on, so they share the other one
+            self.enrolled_threshold_ = (choose_threshold(sure[named_new], correct[named_new], self.target_accuracy,
+                                                         weight[named_new]) if named_new.any() else self.threshold_)
         self.calibration_ = self._calibration_report(y, img_lp, txt_lp, fused_lp, has_text)
         self.calibration_["threshold"] = {
             **threshold_report(sure, correct, self._limit(named_new), named_new, self.target_accuracy,
