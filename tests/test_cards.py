@@ -291,6 +291,17 @@ def test_answers_naming_an_enrolled_product_are_held_to_their_own_threshold(enro
     assert any("for enrolled products" in n for p in preds for n in p.notes)
 
 
+def test_enrolled_answers_share_the_threshold_when_no_held_out_answer_names_them(enrolled, tmp_path):
+    """Nothing to choose their own threshold on: they get the trained products' one, never none at all."""
+    clf, tmp, _ = enrolled
+    model = PillClassifier.load(clf.save(tmp_path / "m")).add_products(tmp / "cards.json")
+    v = model.validation_
+    never = np.hstack([v["image"], np.full((len(v["y"]), 1), -50.0)])  # no answer names Biogesic
+    model._calibrate(v["y"], never, never, never, v["has_text"])
+    assert model.calibration_["threshold"]["answers_naming_enrolled"] == 0
+    assert model.enrolled_threshold_ == model.threshold_
+
+
 def test_enrolment_refits_the_abstention_threshold_on_the_held_out_photos(trained_without_cards, tmp_path):
     clf = trained_without_cards
     model = PillClassifier.load(clf.save(tmp_path / "m"))
