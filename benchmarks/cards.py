@@ -180,6 +180,10 @@ def main() -> None:
     p.add_argument("--tuning", action="store_true",
                    help="enrol classes the reported run does not (seed + 100) and score only their train photos: "
                         "where enrolment's design is tried, never on the photos reported")
+    p.add_argument("--enrol-cost", type=float, default=None, help="the model's enrol_cost (default: the library's)")
+    p.add_argument("--tuning-seed", type=int, default=None,
+                   help="with --tuning: draw the enrolled classes with this seed (default seed + 100), to check a "
+                        "design on other tuning classes")
     p.add_argument("--minimal-cards", nargs="?", const="enrolled", choices=["enrolled", "all"],
                    help="enrol from cards cut to the product's title, without pictures; 'all': train with such "
                         "cards too")
@@ -189,6 +193,8 @@ def main() -> None:
     train, val = splits["train"], pick(splits, VAL_SPLITS)
     classes = sorted(set(train.labels))
     settings = dict(freeze=args.freeze, ocr=args.ocr, progress=False)
+    if args.enrol_cost is not None:
+        settings["enrol_cost"] = args.enrol_cost
     if args.quick:  # six classes, a few photos each: checks the script end to end, measures nothing
         keep = classes[:6]
         train = subsample(train.subset([i for i, c in enumerate(train.labels) if c in keep]), 10, 0)
@@ -199,8 +205,8 @@ def main() -> None:
     enrol = sorted(np.random.default_rng(args.seed).choice(classes, args.enrol, replace=False).tolist())
     if args.tuning:  # classes the reported run does not enrol, drawn with another seed
         rest = [c for c in classes if c not in enrol]
-        enrol = sorted(np.random.default_rng(args.seed + 100).choice(rest, min(args.enrol, len(rest)),
-                                                                     replace=False).tolist())
+        draw = args.seed + 100 if args.tuning_seed is None else args.tuning_seed
+        enrol = sorted(np.random.default_rng(draw).choice(rest, min(args.enrol, len(rest)), replace=False).tolist())
     result: dict = {"enrolled_classes": enrol, "groups": groups}
     start = time.time()
     if "a" in args.parts:
@@ -233,6 +239,8 @@ def main() -> None:
                                "card matcher alone on enrolled photos: all cards / enrolled cards"], rows)
     print(table_a + "\n\n" + table_bc + f"\n\n{time.time() - start:.0f}s")
     name = ("cards" + (f"_{args.parts}" if args.parts != "abc" else "") + ("_tuning" if args.tuning else "")
+            + (f"_t{args.tuning_seed}" if args.tuning and args.tuning_seed is not None else "")
+            + (f"_cost{args.enrol_cost:g}" if args.enrol_cost is not None else "")
             + ({"enrolled": "_minimal", "all": "_minimal_all"}.get(args.minimal_cards, ""))
             + ("_quick" if args.quick else ""))
     out = Path(args.out)
