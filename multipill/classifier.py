@@ -21,7 +21,7 @@ from .matchers import create_matcher
 from .cards import WARNING, ProductCard, card_pictures, cards_lexicon, load_cards
 from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split, take
 from .enrol import (EnrolmentHead, as_enrolled, background_stats, enrolled_features, fit_enrol_scale, mirrored,
-                    prototype, renormalised, similarity, unclaimed)
+                    prototype, renormalised, similarity, unclaimed, with_cut)
 from .explain import Explanation
 from .export import attach_onnx, export_onnx
 from .files import sha256, write_atomic, write_text_atomic
@@ -292,12 +292,11 @@ class PillClassifier:
         """Whether the held-out outputs that enrolment is fitted on were kept (saves from older versions lack them)."""
         return all(k in getattr(self, "validation_", {}) for k in HELD_OUT)
 
-    def _as_if_enrolled(self, v: dict, cards: np.ndarray, cut: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Certainty, correctness and whether the answer names an enrolled product (here the same as correct) of
-        each held-out photo answered as if its product had been enrolled from its card (cut to the enrolled
-        cards' kind: `cut`) rather than trained (other enrolled products aside): how enrolled products' photos
-        fare, mistaken for trained lookalikes included, which the trained products' photos alone cannot show."""
+    def _as_if_enrolled(self, v: dict, cards: np.ndarray, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Certainty and correctness of each held-out photo answered as if its product had been enrolled from its
+        card (cut to the enrolled cards' kind: `cut`) rather than trained (other enrolled products aside): how
+        enrolled products' photos fare, mistaken for trained lookalikes included, which the trained products'
+        photos alone cannot show."""
         n = v["image"].shape[1]
         picture = {int(k): j for j, k in enumerate(v["pretend_classes"])}
         # each class simulated with its picture or without, in the enrolled classes' share
@@ -312,15 +311,14 @@ class PillClassifier:
             fused, read = img.copy(), has & self.fusion_.active
             if read.any():  # the fused answer without k, k scored by the enrolment head as if enrolled
                 sim = v["pretend_image"][rows][read][:, [picture[k]]] if seen_k else np.zeros((read.sum(), 1))
-                mixed = cards[rows][read][:, :n]
-                mixed[:, k] = cut[rows][read][:, k]
+                mixed = with_cut(cards[rows][read][:, :n], cut[rows][read], [k])
                 without = renormalised(v["answer"][rows][read], np.arange(n) != k)
                 head = self.enrol_head_.logits(enrolled_features(sim, mixed, [k], seen_k, unclaimed(without)))[:, 0]
                 fused[read] = as_enrolled(v["answer"][rows][read], k, head)
             final = self._final(img, fused, has)
             sure.append(certainty(final))
             right.append(final.argmax(1) == k)
-        return np.concatenate(sure), np.concatenate(right), np.concatenate(right)
+        return np.concatenate(sure), np.concatenate(right)
 
     def _cut_card_scores(self, texts: Sequence[str]) -> np.ndarray:
         """(n_texts, n_trained) match with each trained class's card cut to the enrolled cards' usual kind, the
@@ -360,10 +358,10 @@ class PillClassifier:
                    has_text: np.ndarray, as_enrolled: Optional[Callable[[], tuple]] = None) -> None:
         """Temperatures per branch and the abstention threshold, from held-out (validation) predictions.
 
-        `as_enrolled`: after enrolment, (certainty, correct, named as enrolled) of photos of enrolled products;
-        they join the thresholds' choice weighted by the enrolled classes' share of all classes. Answers that name
-        an enrolled product get a threshold of their own (`enrolled_threshold_`): they are right less often than
-        the trained products' answers, which would otherwise be withheld with them.
+        `as_enrolled`: after enrolment, (certainty, correct) of photos of enrolled products; they join the
+        thresholds' choice weighted by the enrolled classes' share of all classes. Answers that name an enrolled
+        product get a threshold of their own (`enrolled_threshold_`): they are right less often than the trained
+        products' answers, which would otherwise be withheld with them.
         """
         fused_rows = has_text & self.fusion_.active
         self.temperatures_ = {"image": fit_temperature(img_lp, y),
@@ -377,7 +375,8 @@ class PillClassifier:
         sure, correct, named_new = certainty(final), final.argmax(1) == y, final.argmax(1) >= trained
         weight, enrolled = np.ones(len(sure)), {}
         if as_enrolled is not None:
-            e_sure, e_correct, e_new = as_enrolled()
+            e_sure, e_correct = as_enrolled()
+            e_new = e_correct  # the one enrolled product a simulated photo can be named as is its own
             weight = np.r_[np.full(len(sure), trained / len(sure)), np.full(len(e_sure), new / max(len(e_sure), 1))]
             enrolled = {"n": int(len(e_sure)), "accuracy": float(np.mean(e_correct)) if len(e_sure) else None,
                         "weight": new / (trained + new)}

@@ -103,6 +103,13 @@ def enrolled_features(sim: np.ndarray, cards: np.ndarray, columns: Sequence[int]
                      np.broadcast_to(np.asarray(rest, np.float64)[:, None], np.shape(sim))], axis=2)
 
 
+def with_cut(cards: np.ndarray, cut: np.ndarray, columns: Sequence[int]) -> np.ndarray:
+    """`cards` with `columns` taken from `cut`: the pretended classes matched by cards of the enrolled kind."""
+    out = np.array(cards, np.float64)
+    out[:, columns] = cut[:, columns]
+    return out
+
+
 def mirrored(n: int, pictured: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Which of `n` pretend-enrolled classes have a picture, in the same share as the real enrolled ones."""
     out = np.zeros(n, bool)
@@ -150,11 +157,10 @@ class EnrolmentHead:
             enrolled = np.asarray(pretend)[chosen]
             trained = np.setdiff1d(np.arange(n_classes), enrolled)
             order = np.argsort(np.concatenate([trained, enrolled]))  # class -> column in [trained, enrolled]
-            mixed = cards.copy()
-            mixed[:, enrolled] = cut[:, enrolled]
             z = renormalised(answer, trained)
             data.append((torch.as_tensor(z),
-                         torch.as_tensor(enrolled_features(pretend_sim[:, chosen], mixed, enrolled,
+                         torch.as_tensor(enrolled_features(pretend_sim[:, chosen], with_cut(cards, cut, enrolled),
+                                                           enrolled,
                                                            mirrored(size, pictured, rng), unclaimed(z))),
                          torch.as_tensor(order[y])))
         w = torch.zeros(FEATURES, dtype=torch.float64, requires_grad=True)
