@@ -86,7 +86,7 @@ class PillClassifier:
                  ocr_cache: Optional[str] = None, activation_cache: Optional[str | bool] = None,
                  ocr_timeout: float = 60.0, ocr_workers: int = 1,
                  ocr_options: Optional[dict[str, Any]] = None, ocr_gate: Optional[str | float] = "auto",
-                 reference_images: str = "views", enrol_cost: float = 0.02,
+                 ocr_gate_familiarity: Optional[float] = 0.5, reference_images: str = "views", enrol_cost: float = 0.02,
                  checkpoint_dir: Optional[str] = None, image_column: str = "image",
                  label_column: str = "label", progress: bool = True):
         self.backbone, self.freeze, self.ocr, self.text, self.fusion = backbone, freeze, ocr, text, fusion
@@ -100,7 +100,7 @@ class PillClassifier:
         self.activation_cache, self.ocr_workers = activation_cache, ocr_workers
         self.ocr_options, self.reference_images, self.ocr_gate = ocr_options, reference_images, ocr_gate
         self.image_column, self.label_column, self.progress = image_column, label_column, progress
-        self.enrol_cost = enrol_cost
+        self.enrol_cost, self.ocr_gate_familiarity = enrol_cost, ocr_gate_familiarity
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's arguments, as scikit-learn estimators expose them (saved with the model)."""
@@ -160,6 +160,9 @@ class PillClassifier:
             val_images, val_labels = take(val_images, keep), [val_labels[i] for i in keep]
         if not len(val_images):
             raise ValueError("no validation images of known classes: pass val= or more training images")
+        if self.ocr_gate_familiarity is not None and not 0 < self.ocr_gate_familiarity <= 1:
+            raise ValueError(f"ocr_gate_familiarity must be None or a quantile in (0, 1], not "
+                             f"{self.ocr_gate_familiarity!r}")
         if self.reference_images not in ("views", "none"):
             raise ValueError(f"reference_images must be 'views' or 'none', not {self.reference_images!r}")
         self.classes_, self.enrolled_ = classes, []
@@ -219,7 +222,7 @@ class PillClassifier:
                             "features": val_features.astype(np.float16),
                             "pretend_image": pretend_image.astype(np.float32), "pretend_classes": np.array(pretend),
                             "texts": [r.text for r in val_ocr] if self.fusion else [""] * len(vy)}
-        self._calibrate(vy, img_lp, txt_lp, fused_cv, has)
+        self._calibrate(vy, img_lp, txt_lp, fused_cv, has, self.novelty_.score(val_features))
         return self
 
     def add_products(self, cards: str | Path | dict, photos: Any = None) -> "PillClassifier":
@@ -286,7 +289,8 @@ class PillClassifier:
                 cut[rows])
         # the trained classes keep their cross-fitted fused answer; enrolled ones join it as the head scores them
         fused = self._join_enrolled(v["fused_cv"], img, features, cards, v["has_text"])
-        self._calibrate(v["y"], img, txt, fused, v["has_text"], lambda: self._as_if_enrolled(v, cards, cut))
+        self._calibrate(v["y"], img, txt, fused, v["has_text"], self.novelty_.score(features),
+                        lambda: self._as_if_enrolled(v, cards, cut))
 
     def _holds_held_out(self) -> bool:
         """Whether the held-out outputs that enrolment is fitted on were kept (saves from older versions lack them)."""
@@ -355,8 +359,10 @@ class PillClassifier:
         return scores, pretend
 
     def _calibrate(self, y: np.ndarray, img_lp: np.ndarray, txt_lp: np.ndarray, fused_lp: np.ndarray,
-                   has_text: np.ndarray, as_enrolled: Optional[Callable[[], tuple]] = None) -> None:
-        """Temperatures per branch and the abstention threshold, from held-out (validation) predictions.
+                   has_text: np.ndarray, novelty: np.ndarray,
+                   as_enrolled: Optional[Callable[[], tuple]] = None) -> None:
+        """Temperatures per branch, the OCR gate and the abstention threshold, from held-out (validation) predictions
+        and those photos' novelty scores.
 
         `as_enrolled`: after enrolment, (certainty, correct) of photos of enrolled products; they join the
         thresholds' choice weighted by the enrolled classes' share of all classes. Answers that name an enrolled
@@ -368,8 +374,8 @@ class PillClassifier:
                               "text": fit_temperature(txt_lp[has_text], y[has_text]),
                               "fused": fit_temperature(fused_lp[fused_rows], y[fused_rows])}
         ungated = self._final(img_lp, fused_lp, has_text)
-        self.ocr_gate_ = self._fit_ocr_gate(y, img_lp, ungated)
-        skipped = self._sure_without_text(img_lp)
+        self.ocr_gate_, self.ocr_gate_novelty_ = self._fit_ocr_gate(y, img_lp, ungated, novelty)
+        skipped = self._sure_without_text(img_lp, novelty)
         final = self._final(img_lp, fused_lp, has_text & ~skipped)
         trained, new = len(self.classes_) - len(self.enrolled_), len(self.enrolled_)
         sure, correct, named_new = certainty(final), final.argmax(1) == y, final.argmax(1) >= trained
@@ -396,28 +402,46 @@ class PillClassifier:
             "as_if_enrolled": enrolled}
         self.calibration_["ocr_gate"] = {
             "setting": self.ocr_gate, "probability": to_probability(self.ocr_gate_),
+            "familiarity": self.ocr_gate_familiarity, "novelty_limit": self.ocr_gate_novelty_,
             "ocr_rate": float(1 - skipped.mean()) if len(y) else 1.0,
             "accuracy_gated": float(correct[:len(y)].mean()) if len(y) else None,
             "accuracy_ungated": float((ungated.argmax(1) == y).mean()) if len(y) else None}
 
-    def _fit_ocr_gate(self, y: np.ndarray, img_lp: np.ndarray, answer: np.ndarray) -> float:
-        """The image certainty above which OCR is skipped (`ocr_gate`): infinite (always read) when off or once
-        products are enrolled (their text is what names them); zero (never read) under "auto" when fusion is off,
-        since text then cannot change the answer."""
-        if self.ocr_gate is None or self.enrolled_:
-            return float("inf")
-        if self.ocr_gate != "auto":
-            return to_certainty(float(self.ocr_gate))
-        if not self.fusion_.active:
-            return 0.0
-        image = apply_temperature(img_lp, self.temperatures_["image"])
-        return choose_ocr_gate(certainty(image), image.argmax(1) == y, answer.argmax(1) == y)
+    def _fit_ocr_gate(self, y: np.ndarray, img_lp: np.ndarray, answer: np.ndarray,
+                      novelty: np.ndarray) -> tuple[float, float]:
+        """The image certainty above which OCR is skipped (`ocr_gate`), and the novelty score below which a photo
+        is familiar enough for the gate to be trusted on it.
 
-    def _sure_without_text(self, img_lp: np.ndarray) -> np.ndarray:
-        """Photos whose image-branch answer is sure enough (above the OCR gate) that their text is not read."""
+        The certainty is infinite (always read) when off or once products are enrolled (their text is what names
+        them), and zero (never read) under "auto" when fusion is off, since text then cannot change the answer.
+        A gate holds only on photos like those it was fitted on: photos of the same shop visits as the training
+        photos let the image branch be sure and right, photos from elsewhere let it be sure and wrong. So text is
+        skipped only on photos at most as novel as the `ocr_gate_familiarity` quantile of the held-out photos
+        (None: on any photo), and the gate is fitted on those photos.
+        """
+        if self.ocr_gate is None or self.enrolled_:
+            return float("inf"), float("inf")
+        if self.ocr_gate == "auto" and not self.fusion_.active:
+            return 0.0, float("inf")
+        limit = (float(np.quantile(novelty, self.ocr_gate_familiarity))
+                 if self.ocr_gate_familiarity is not None and len(novelty) else float("inf"))
+        if self.ocr_gate != "auto":
+            return to_certainty(float(self.ocr_gate)), limit
+        image = apply_temperature(img_lp, self.temperatures_["image"])
+        familiar = novelty <= limit
+        return choose_ocr_gate(certainty(image)[familiar], image.argmax(1)[familiar] == y[familiar],
+                               answer.argmax(1)[familiar] == y[familiar]), limit
+
+    def _image_sure(self, img_lp: np.ndarray) -> np.ndarray:
+        """Photos whose image-branch answer is at least as sure as the OCR gate."""
         if not np.isfinite(self.ocr_gate_):
             return np.zeros(len(img_lp), bool)
         return certainty(apply_temperature(img_lp, self.temperatures_["image"])) >= self.ocr_gate_
+
+    def _sure_without_text(self, img_lp: np.ndarray, novelty: np.ndarray) -> np.ndarray:
+        """Photos whose text is not read: the image branch is sure enough (above the OCR gate) on a photo familiar
+        enough (novelty within the gate's limit)."""
+        return self._image_sure(img_lp) & (np.asarray(novelty) <= self.ocr_gate_novelty_)
 
     def _limit(self, named_new: np.ndarray) -> np.ndarray:
         """The certainty each answer must reach: the enrolled products' threshold where it names one."""
@@ -523,7 +547,9 @@ class PillClassifier:
         not sure enough alone (the OCR gate), or everywhere with `read_all` (to report each branch)."""
         self._check_fitted()
         img_lp, features = self._image_outputs(images)
-        skipped = self._sure_without_text(img_lp)
+        novelty = self.novelty_.score(features)
+        skipped = self._sure_without_text(img_lp, novelty)
+        unfamiliar = self._image_sure(img_lp) & ~skipped  # sure, but unlike the photos the gate was fitted on
         ocr = [OCRResult(status="disabled" if not self.fusion else "skipped")] * len(images)
         read = np.flatnonzero(~skipped | read_all) if self.fusion else []
         if len(read):
@@ -533,7 +559,6 @@ class PillClassifier:
         txt_lp = self._text_branch(learned, cards, conf, has)
         fused = self._fused(img_lp, txt_lp, conf, has, features, cards)  # image answer where fusion is off
         final = self._final(img_lp, fused, has & ~skipped)
-        novelty = self.novelty_.score(features)
         # an enrolled product has few or no photos to be near: its printed text matching its card vouches for it
         answer = final.argmax(1)
         enrolled = answer >= len(self.classes_) - len(self.enrolled_)
@@ -542,7 +567,8 @@ class PillClassifier:
         sure = certainty(final)
         abstained = (sure < self._limit(enrolled)) | (novelty > self.novelty_.threshold_)
         return {"image": img_lp, "text": txt_lp, "fused": fused, "has_text": has, "ocr": ocr, "final": final,
-                "certainty": sure, "novelty": novelty, "abstained": abstained, "skipped_text": skipped}
+                "certainty": sure, "novelty": novelty, "abstained": abstained, "skipped_text": skipped,
+                "unfamiliar": unfamiliar}
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "image_"):
@@ -576,6 +602,10 @@ class PillClassifier:
                 used = "card"
                 notes.append(f"{label} was enrolled from its product card without training photos: answered from "
                              "the card's text and pictures alone")
+            if out["unfamiliar"][i]:
+                notes.append(f"text read although the image alone was sure: the photo is less familiar (novelty "
+                             f"{out['novelty'][i]:.3f} > {self.ocr_gate_novelty_:.3f}) than those the OCR gate was "
+                             "fitted on")
             if r.status == "skipped" and not self.fusion_.active:
                 notes.append(f"text not read: it cannot change this model's answer (fusion off: "
                              f"{self.fusion_.report_['decision']})")
@@ -694,6 +724,7 @@ class PillClassifier:
                   "enrolled_certainty_threshold": (self.enrolled_threshold_ if np.isfinite(self.enrolled_threshold_)
                                                    else None),
                   "ocr_gate_certainty": self.ocr_gate_ if np.isfinite(self.ocr_gate_) else None,
+                  "ocr_gate_novelty": self.ocr_gate_novelty_ if np.isfinite(self.ocr_gate_novelty_) else None,
                   "novelty": {"k": self.novelty_.k, "quantile": self.novelty_.quantile,
                               "threshold": self.novelty_.threshold_},
                   "calibration": self.calibration_, "validation_texts": held_out.get("texts")}
@@ -772,6 +803,8 @@ class PillClassifier:
         clf.calibration_ = config.get("calibration", {})
         gate = config.get("ocr_gate_certainty")  # None (or a model saved before the gate): always read text
         clf.ocr_gate_ = float("inf") if gate is None else float(gate)
+        limit = config.get("ocr_gate_novelty")  # None (or a model saved before the limit): the gate holds anywhere
+        clf.ocr_gate_novelty_ = float("inf") if limit is None else float(limit)
         novelty = config.get("novelty", {"k": 5, "quantile": clf.novelty_quantile, "threshold": np.inf})
         clf.novelty_ = NearestNeighbourNovelty(novelty["k"], novelty["quantile"])
         clf.novelty_.reference_ = (tensors["novelty.reference"].numpy() if "novelty.reference" in tensors
@@ -801,10 +834,11 @@ class PillClassifier:
         ocr = self._reader().read(images, "OCR") if self.fusion else [OCRResult(status="disabled")] * len(images)
         txt_lp, conf, has = self._text_features(ocr)
         cards = self._card_scores([r.text for r in ocr])
-        self._calibrate(y, img_lp, txt_lp, self._fused(img_lp, txt_lp, conf, has, features, cards), has)
         ref = self._image_outputs(self._known(reference, None, True)[0])[1] if reference is not None \
             else self.novelty_.reference_
         if not len(ref):
             raise ValueError("the novelty detector has no reference images: pass reference= (training data)")
         self.novelty_ = NearestNeighbourNovelty(quantile=self.novelty_quantile).fit(ref, features)
+        self._calibrate(y, img_lp, txt_lp, self._fused(img_lp, txt_lp, conf, has, features, cards), has,
+                        self.novelty_.score(features))
         return self

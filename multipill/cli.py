@@ -56,6 +56,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ocr-gate", default="auto",
                    help="skip OCR where the image alone is sure: 'auto' (fitted on validation), 'none' (always "
                         "read), or an image confidence such as 0.999")
+    p.add_argument("--ocr-gate-familiarity", default="0.5",
+                   help="skip OCR only on photos at most as novel as this quantile of the validation photos "
+                        "(photos unlike those the gate was fitted on are read), or 'none' (on any photo)")
     p.add_argument("--ocr-train-per-class", type=int, default=None,
                    help="train the text branch on OCR of at most this many images per class (OCR is slow)")
     p.add_argument("--image-column", default="image")
@@ -78,6 +81,8 @@ def _classifier(args: argparse.Namespace, checkpoint_dir: Optional[str] = None):
                           ocr_options={"enlarge_to": args.ocr_enlarge_to} if args.ocr_enlarge_to else None,
                           checkpoint_dir=checkpoint_dir, reference_images=args.reference_images,
                           ocr_gate=_ocr_gate(args.ocr_gate),
+                          ocr_gate_familiarity=(None if args.ocr_gate_familiarity == "none"
+                                                else float(args.ocr_gate_familiarity)),
                           image_column=args.image_column, label_column=args.label_column)
 
 

@@ -107,6 +107,33 @@ def test_ocr_gate_reads_text_only_where_the_image_is_not_sure(fused, packs, tmp_
     assert off.ocr_gate_ == np.inf and off.calibration_["ocr_gate"]["ocr_rate"] == 1.0
 
 
+def test_ocr_gate_reads_text_on_photos_unlike_those_it_was_fitted_on(fused, packs, tmp_path):
+    import copy
+    anywhere = copy.copy(fused)
+    anywhere.ocr_gate, anywhere.ocr_gate_familiarity = 0.5, None
+    anywhere.calibrate(packs, split="validation")
+    assert anywhere.ocr_gate_novelty_ == np.inf
+    familiar = copy.copy(anywhere)
+    familiar.ocr_gate_familiarity = 0.5  # the default: skip text only on photos as familiar as half the held-out ones
+    familiar.calibrate(packs, split="validation")
+    held_out = familiar.novelty_.score(familiar._image_outputs(familiar._known(packs, "validation", True)[0])[1])
+    assert familiar.ocr_gate_novelty_ == pytest.approx(np.quantile(held_out, 0.5))
+    assert familiar.calibration_["ocr_gate"]["novelty_limit"] == familiar.ocr_gate_novelty_
+    files = sorted(f for c in fused.classes_ for f in (packs / "test" / c).glob("*.png"))
+    loose, strict = anywhere.predict(files), familiar.predict(files)
+    skipped = [p.ocr_status == "skipped" for p in strict]
+    assert all(p.novelty <= familiar.ocr_gate_novelty_ for p, s in zip(strict, skipped) if s)
+    unfamiliar = [i for i, (a, b) in enumerate(zip(loose, strict)) if a.ocr_status == "skipped" != b.ocr_status]
+    assert unfamiliar, "every photo the image is sure of is familiar: the test shows nothing"
+    assert sum(skipped) == sum(p.ocr_status == "skipped" for p in loose) - len(unfamiliar)
+    for i in unfamiliar:
+        assert strict[i].novelty > familiar.ocr_gate_novelty_ and strict[i].ocr_status != "skipped"
+        assert any(n.startswith("text read although the image alone was sure") for n in strict[i].notes)
+    assert PillClassifier.load(familiar.save(tmp_path / "m")).ocr_gate_novelty_ == familiar.ocr_gate_novelty_
+    with pytest.raises(ValueError, match="ocr_gate_familiarity"):
+        PillClassifier(ocr_gate_familiarity=1.5, **SMALL).fit(packs)
+
+
 def test_no_text_is_read_where_fusion_was_found_useless(fused, packs, monkeypatch):
     import copy
     model = copy.copy(fused)
