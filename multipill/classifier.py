@@ -86,7 +86,8 @@ class PillClassifier:
                  ocr_cache: Optional[str] = None, activation_cache: Optional[str | bool] = None,
                  ocr_timeout: float = 60.0, ocr_workers: int = 1,
                  ocr_options: Optional[dict[str, Any]] = None, ocr_gate: Optional[str | float] = "auto",
-                 ocr_gate_familiarity: Optional[float] = 0.5, reference_images: str = "views", enrol_cost: float = 0.02,
+                 ocr_gate_familiarity: Optional[float] = 0.5, reference_images: str = "views",
+                 enrol_cost: float = 0.02,
                  checkpoint_dir: Optional[str] = None, image_column: str = "image",
                  label_column: str = "label", progress: bool = True):
         self.backbone, self.freeze, self.ocr, self.text, self.fusion = backbone, freeze, ocr, text, fusion
@@ -402,7 +403,8 @@ class PillClassifier:
             "as_if_enrolled": enrolled}
         self.calibration_["ocr_gate"] = {
             "setting": self.ocr_gate, "probability": to_probability(self.ocr_gate_),
-            "familiarity": self.ocr_gate_familiarity, "novelty_limit": self.ocr_gate_novelty_,
+            "familiarity": self.ocr_gate_familiarity,
+            "novelty_limit": self.ocr_gate_novelty_ if np.isfinite(self.ocr_gate_novelty_) else None,
             "ocr_rate": float(1 - skipped.mean()) if len(y) else 1.0,
             "accuracy_gated": float(correct[:len(y)].mean()) if len(y) else None,
             "accuracy_ungated": float((ungated.argmax(1) == y).mean()) if len(y) else None}
