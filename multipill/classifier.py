@@ -419,7 +419,8 @@ class PillClassifier:
         A gate holds only on photos like those it was fitted on: photos of the same shop visits as the training
         photos let the image branch be sure and right, photos from elsewhere let it be sure and wrong. So text is
         skipped only on photos at most as novel as the `ocr_gate_familiarity` quantile of the held-out photos
-        (None: on any photo), and the gate is fitted on those photos.
+        (None: on any photo). The certainty is fitted on every held-out photo: fitted on the familiar ones alone,
+        fewer and easier, it came out looser.
         """
         if self.ocr_gate is None or self.enrolled_:
             return float("inf"), float("inf")
@@ -430,9 +431,7 @@ class PillClassifier:
         if self.ocr_gate != "auto":
             return to_certainty(float(self.ocr_gate)), limit
         image = apply_temperature(img_lp, self.temperatures_["image"])
-        familiar = novelty <= limit
-        return choose_ocr_gate(certainty(image)[familiar], image.argmax(1)[familiar] == y[familiar],
-                               answer.argmax(1)[familiar] == y[familiar]), limit
+        return choose_ocr_gate(certainty(image), image.argmax(1) == y, answer.argmax(1) == y), limit
 
     def _image_sure(self, img_lp: np.ndarray) -> np.ndarray:
         """Photos whose image-branch answer is at least as sure as the OCR gate."""
