@@ -376,7 +376,7 @@ class PillClassifier:
                               "fused": fit_temperature(fused_lp[fused_rows], y[fused_rows])}
         ungated = self._final(img_lp, fused_lp, has_text)
         self.ocr_gate_, self.ocr_gate_novelty_ = self._fit_ocr_gate(y, img_lp, ungated, novelty)
-        skipped = self._sure_without_text(img_lp, novelty)
+        skipped, _ = self._gated(img_lp, novelty)
         final = self._final(img_lp, fused_lp, has_text & ~skipped)
         trained, new = len(self.classes_) - len(self.enrolled_), len(self.enrolled_)
         sure, correct, named_new = certainty(final), final.argmax(1) == y, final.argmax(1) >= trained
@@ -439,10 +439,12 @@ class PillClassifier:
             return np.zeros(len(img_lp), bool)
         return certainty(apply_temperature(img_lp, self.temperatures_["image"])) >= self.ocr_gate_
 
-    def _sure_without_text(self, img_lp: np.ndarray, novelty: np.ndarray) -> np.ndarray:
-        """Photos whose text is not read: the image branch is sure enough (above the OCR gate) on a photo familiar
-        enough (novelty within the gate's limit)."""
-        return self._image_sure(img_lp) & (np.asarray(novelty) <= self.ocr_gate_novelty_)
+    def _gated(self, img_lp: np.ndarray, novelty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Photos whose text is not read (the image branch sure enough, above the OCR gate, on a photo familiar
+        enough, novelty within the gate's limit), and photos read only for being unfamiliar."""
+        sure = self._image_sure(img_lp)
+        familiar = np.asarray(novelty) <= self.ocr_gate_novelty_
+        return sure & familiar, sure & ~familiar
 
     def _limit(self, named_new: np.ndarray) -> np.ndarray:
         """The certainty each answer must reach: the enrolled products' threshold where it names one."""
@@ -549,8 +551,7 @@ class PillClassifier:
         self._check_fitted()
         img_lp, features = self._image_outputs(images)
         novelty = self.novelty_.score(features)
-        skipped = self._sure_without_text(img_lp, novelty)
-        unfamiliar = self._image_sure(img_lp) & ~skipped  # sure, but unlike the photos the gate was fitted on
+        skipped, unfamiliar = self._gated(img_lp, novelty)
         ocr = [OCRResult(status="disabled" if not self.fusion else "skipped")] * len(images)
         read = np.flatnonzero(~skipped | read_all) if self.fusion else []
         if len(read):

@@ -81,8 +81,7 @@ def _classifier(args: argparse.Namespace, checkpoint_dir: Optional[str] = None):
                           ocr_options={"enlarge_to": args.ocr_enlarge_to} if args.ocr_enlarge_to else None,
                           checkpoint_dir=checkpoint_dir, reference_images=args.reference_images,
                           ocr_gate=_ocr_gate(args.ocr_gate),
-                          ocr_gate_familiarity=(None if args.ocr_gate_familiarity == "none"
-                                                else float(args.ocr_gate_familiarity)),
+                          ocr_gate_familiarity=_familiarity(args.ocr_gate_familiarity),
                           image_column=args.image_column, label_column=args.label_column)
 
 
@@ -99,6 +98,15 @@ def _ocr_gate(value: str) -> Optional[str | float]:
     if not 0 < gate < 1:
         raise ValueError(f"--ocr-gate {value}: expected 'auto', 'none' or a confidence between 0 and 1")
     return gate
+
+
+def _familiarity(value: str) -> Optional[float]:
+    if value == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--ocr-gate-familiarity {value}: expected 'none' or a quantile in (0, 1]") from None
 
 
 def format_table(result: dict) -> str:

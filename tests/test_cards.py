@@ -297,7 +297,8 @@ def test_enrolled_answers_share_the_threshold_when_no_held_out_answer_names_them
     model = PillClassifier.load(clf.save(tmp_path / "m")).add_products(tmp / "cards.json")
     v = model.validation_
     never = np.hstack([v["image"], np.full((len(v["y"]), 1), -50.0)])  # no answer names Biogesic
-    model._calibrate(v["y"], never, never, never, v["has_text"], model.novelty_.score(v["features"].astype(np.float32)))
+    novelty = model.novelty_.score(v["features"].astype(np.float32))
+    model._calibrate(v["y"], never, never, never, v["has_text"], novelty)
     assert model.calibration_["threshold"]["answers_naming_enrolled"] == 0
     assert model.enrolled_threshold_ == model.threshold_
 
