@@ -27,6 +27,7 @@ from .export import attach_onnx, export_onnx
 from .files import sha256, write_atomic, write_text_atomic
 from .fusion import LogLinearFusion
 from .images import ImageInput, load_image
+from .keypoints import KeypointCardMatcher, pack, unpack
 from .metrics import branch_report, most_confused
 from .ocr import OCRReader, OCRResult, TextPiece, create_ocr
 from .novelty import NearestNeighbourNovelty
@@ -42,6 +43,8 @@ REFERENCE_PER_CLASS = 100  # training images per class kept as the novelty detec
 # held-out outputs saved with the model, so that enrolling products later can refit the abstention threshold
 HELD_OUT = ("y", "image", "text", "fused_cv", "has_text", "text_confidence", "features", "pretend_image",
             "pretend_classes")
+# and, when the trained products' cards have pictures, the held-out photos' keypoints (`keypoints.pack`)
+HELD_OUT_KEYPOINTS = ("keypoints.points", "keypoints.descriptors", "keypoints.offsets")
 
 
 @dataclass
@@ -184,6 +187,10 @@ class PillClassifier:
         self.novelty_ = NearestNeighbourNovelty(quantile=self.novelty_quantile).fit(
             self.image_.predict(take(images, reference))[1], val_features)
         pretend_image, pretend = self._fit_image_scale(img_lp, val_features, vy, pictures, images, y)
+        # card pictures matched by their print: the index is kept, and the held-out photos' keypoints, so that
+        # products enrolled later are weighed against the trained ones' pictures on those photos
+        self.keypoints_ = (create_matcher("keypoints").fit(pictures)
+                           if self.fusion and any(pictures.values()) else None)
         self.text_ = TextBranch(self.text, self._lexicon())
         self.read_words_: dict[str, list[str]] = {}
         self.card_text_ = None
@@ -223,6 +230,9 @@ class PillClassifier:
                             "features": val_features.astype(np.float16),
                             "pretend_image": pretend_image.astype(np.float32), "pretend_classes": np.array(pretend),
                             "texts": [r.text for r in val_ocr] if self.fusion else [""] * len(vy)}
+        if self.keypoints_ is not None:
+            held_out = pack(self.keypoints_.extract(val_images))
+            self.validation_.update({f"keypoints.{k}": v for k, v in held_out.items()})
         self._calibrate(vy, img_lp, txt_lp, fused_cv, has, self.novelty_.score(val_features))
         return self
 
@@ -261,6 +271,8 @@ class PillClassifier:
         self.prototypes_ = np.vstack([self.prototypes_.reshape(-1, width), protos]).astype(np.float32)
         self.prototype_stats_ = np.vstack([self.prototype_stats_.reshape(-1, 2), stats]).astype(np.float32)
         self.novelty_.extend(np.vstack(refs))
+        if self.keypoints_ is not None:
+            self.keypoints_.add({c: card_pictures(card) + shots.get(c, []) for c, card in new.items()})
         self.classes_ = [*self.classes_, *new]
         self.enrolled_ = [*self.enrolled_, *new]
         self.cards_ = {**self.cards_, **new}
@@ -283,21 +295,40 @@ class PillClassifier:
         txt = self._text_with_enrolled(v["text"], cards)
         k, rows = v["image"].shape[1], v["has_text"] & self.fusion_.active
         cut = self._cut_card_scores(v["texts"])
+        kp = self._held_out_keypoints(v)
         if rows.any():
             self.enrol_head_ = EnrolmentHead(self.enrol_cost, seed=self.seed).fit(
                 v["fused_cv"][rows], v["y"][rows], v["pretend_image"][rows], v["pretend_classes"], cards[rows, :k],
-                self._enrolled_evidence(features[rows], cards[rows], unclaimed(v["fused_cv"][rows])), self._pictured(),
-                cut[rows])
+                self._enrolled_evidence(features[rows], cards[rows], unclaimed(v["fused_cv"][rows]), kp[rows]),
+                self._pictured(), cut[rows], kp[rows])
         # the trained classes keep their cross-fitted fused answer; enrolled ones join it as the head scores them
-        fused = self._join_enrolled(v["fused_cv"], img, features, cards, v["has_text"])
+        fused = self._join_enrolled(v["fused_cv"], img, features, cards, v["has_text"], kp)
         self._calibrate(v["y"], img, txt, fused, v["has_text"], self.novelty_.score(features),
-                        lambda: self._as_if_enrolled(v, cards, cut))
+                        lambda: self._as_if_enrolled(v, cards, cut, kp))
+
+    def _held_out_keypoints(self, v: dict) -> np.ndarray:
+        """(n_held_out, n_classes) keypoint match of the held-out photos with every class's pictures; zeros for a
+        model without pictures or saved without the photos' keypoints."""
+        if self.keypoints_ is None or HELD_OUT_KEYPOINTS[-1] not in v:
+            return np.zeros((len(v["y"]), len(self.classes_)))
+        photos = unpack({k.split(".", 1)[1]: v[k] for k in HELD_OUT_KEYPOINTS})
+        return self.keypoints_.scores_from(photos, self.classes_)
+
+    def _keypoint_scores(self, images: Sequence, rows: np.ndarray) -> np.ndarray:
+        """(n, n_classes) keypoint match with every class's pictures on `rows` (where the enrolment head answers),
+        zeros elsewhere and when no enrolled product is weighed by it."""
+        out = np.zeros((len(images), len(self.classes_)))
+        if self.enrolled_ and self.keypoints_ is not None and rows.any():
+            idx = np.flatnonzero(rows)
+            out[idx] = self.keypoints_.scores(take(images, idx), self.classes_)
+        return out
 
     def _holds_held_out(self) -> bool:
         """Whether the held-out outputs that enrolment is fitted on were kept (saves from older versions lack them)."""
         return all(k in getattr(self, "validation_", {}) for k in HELD_OUT)
 
-    def _as_if_enrolled(self, v: dict, cards: np.ndarray, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _as_if_enrolled(self, v: dict, cards: np.ndarray, cut: np.ndarray, kp: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
         """Certainty and correctness of each held-out photo answered as if its product had been enrolled from its
         card (cut to the enrolled cards' kind: `cut`) rather than trained (other enrolled products aside): how
         enrolled products' photos fare, mistaken for trained lookalikes included, which the trained products'
@@ -318,7 +349,8 @@ class PillClassifier:
                 sim = v["pretend_image"][rows][read][:, [picture[k]]] if seen_k else np.zeros((read.sum(), 1))
                 mixed = with_cut(cards[rows][read][:, :n], cut[rows][read], [k])
                 without = renormalised(v["answer"][rows][read], np.arange(n) != k)
-                head = self.enrol_head_.logits(enrolled_features(sim, mixed, [k], seen_k, unclaimed(without)))[:, 0]
+                head = self.enrol_head_.logits(enrolled_features(sim, mixed, [k], seen_k, unclaimed(without),
+                                                                 kp[rows][read]))[:, 0]
                 fused[read] = as_enrolled(v["answer"][rows][read], k, head)
             final = self._final(img, fused, has)
             sure.append(certainty(final))
@@ -486,21 +518,22 @@ class PillClassifier:
         """Which enrolled classes have a picture (a card's or a photo's) to be compared with."""
         return np.asarray(self.prototypes_).any(axis=1)
 
-    def _enrolled_evidence(self, features: np.ndarray, cards: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    def _enrolled_evidence(self, features: np.ndarray, cards: np.ndarray, rest: np.ndarray, kp: np.ndarray
+                           ) -> np.ndarray:
         """`enrolled_features` of the enrolled classes."""
         sim = similarity(features, self.prototypes_, self.prototype_stats_)
         k = len(self.classes_) - len(self.enrolled_)
-        return enrolled_features(sim, cards, range(k, len(self.classes_)), self._pictured(), rest)
+        return enrolled_features(sim, cards, range(k, len(self.classes_)), self._pictured(), rest, kp)
 
     def _fused(self, img_lp: np.ndarray, txt_lp: np.ndarray, conf: np.ndarray, has: np.ndarray,
-               features: np.ndarray, cards: np.ndarray) -> np.ndarray:
+               features: np.ndarray, cards: np.ndarray, kp: np.ndarray) -> np.ndarray:
         """Fusion over the trained classes, the enrolled ones joined by the enrolment head."""
         k = len(self.classes_) - len(self.enrolled_)
         trained = self.fusion_.predict_log_proba(img_lp[:, :k], txt_lp[:, :k], conf, has)
-        return self._join_enrolled(trained, img_lp, features, cards, has)
+        return self._join_enrolled(trained, img_lp, features, cards, has, kp)
 
     def _join_enrolled(self, trained: np.ndarray, img_lp: np.ndarray, features: np.ndarray, cards: np.ndarray,
-                       has: np.ndarray) -> np.ndarray:
+                       has: np.ndarray, kp: np.ndarray) -> np.ndarray:
         """The fused answer over every class: where text was read and fused, the trained classes' fused answer
         beside the enrolment head's scores; elsewhere the image branch, enrolled pictures included."""
         if not self.enrolled_:
@@ -509,7 +542,7 @@ class PillClassifier:
         rows = has & self.fusion_.active
         if rows.any():
             head = self.enrol_head_.logits(self._enrolled_evidence(features[rows], cards[rows],
-                                                                   unclaimed(trained[rows])))
+                                                                   unclaimed(trained[rows]), kp[rows]))
             out[rows] = log_softmax(np.hstack([trained[rows], head]))
         return out
 
@@ -559,7 +592,8 @@ class PillClassifier:
                 ocr[i] = r
         learned, cards, conf, has = self._text_parts(ocr)
         txt_lp = self._text_branch(learned, cards, conf, has)
-        fused = self._fused(img_lp, txt_lp, conf, has, features, cards)  # image answer where fusion is off
+        kp = self._keypoint_scores(images, has & self.fusion_.active)
+        fused = self._fused(img_lp, txt_lp, conf, has, features, cards, kp)  # image answer where fusion is off
         final = self._final(img_lp, fused, has & ~skipped)
         # an enrolled product has few or no photos to be near: its printed text matching its card vouches for it
         answer = final.argmax(1)
@@ -712,7 +746,10 @@ class PillClassifier:
         tensors["novelty.reference"] = torch.as_tensor(self.novelty_.reference_)
         held_out = getattr(self, "validation_", {})
         tensors.update({f"validation.{k}": torch.as_tensor(np.array(held_out[k]))  # a copy: arrays may be shared
-                        for k in HELD_OUT if k in held_out})
+                        for k in HELD_OUT + HELD_OUT_KEYPOINTS if k in held_out})
+        if self.keypoints_ is not None:
+            tensors.update({f"keypoints.{k}": torch.as_tensor(np.ascontiguousarray(v))
+                            for k, v in self.keypoints_.state().items()})
         write_atomic(d / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
         config = {"multipill_version": __version__, "params": self.get_params(), "classes": self.classes_,
                   "ocr_settings": self._reader().engine.settings(), "text_branch": self.text_.config(),
@@ -720,6 +757,7 @@ class PillClassifier:
                   "enrolled": self.enrolled_, "image_scale": list(self.image_scale_),
                   "text_scale": list(self.text_scale_), "read_words": self.read_words_,
                   "enrol_head": self.enrol_head_.to_json() if self.enrol_head_ else None,
+                  "keypoints": self.keypoints_.config() if self.keypoints_ is not None else None,
                   "image_history": self.image_.history_,
                   "temperatures": self.temperatures_, "threshold": to_probability(self.threshold_),
                   "certainty_threshold": self.threshold_ if np.isfinite(self.threshold_) else None,
@@ -792,6 +830,10 @@ class PillClassifier:
         clf.text_scale_ = tuple(config.get("text_scale", (1.0, 0.0)))
         head = config.get("enrol_head")
         clf.enrol_head_ = EnrolmentHead.from_json(head) if head else None
+        index = config.get("keypoints")  # None: no card pictures (or a save from before keypoint matching)
+        clf.keypoints_ = (KeypointCardMatcher.from_state(index, {k[10:]: tensors[k].numpy() for k in tensors
+                                                                 if k.startswith("keypoints.")})
+                          if index else None)
         clf.prototypes_ = (tensors["enrol.prototypes"].numpy() if "enrol.prototypes" in tensors
                            else np.zeros((0, 1), np.float32))
         clf.prototype_stats_ = (tensors["enrol.prototype_stats"].numpy() if "enrol.prototype_stats" in tensors
@@ -813,7 +855,8 @@ class PillClassifier:
                                    else np.zeros((0, 1), np.float16))
         clf.novelty_.threshold_ = float(novelty["threshold"])
         if "validation.y" in tensors:  # the held-out photos' outputs: enrolment refits the threshold on them
-            clf.validation_ = {k: tensors[f"validation.{k}"].numpy() for k in HELD_OUT if f"validation.{k}" in tensors}
+            clf.validation_ = {k: tensors[f"validation.{k}"].numpy() for k in HELD_OUT + HELD_OUT_KEYPOINTS
+                               if f"validation.{k}" in tensors}
             clf.validation_["texts"] = config["validation_texts"]
             clf.validation_["answer"] = clf.validation_["fused_cv" if clf.fusion_.active else "image"]
         # enrolled before the head existed, or before it weighed what it weighs now
@@ -841,6 +884,7 @@ class PillClassifier:
         if not len(ref):
             raise ValueError("the novelty detector has no reference images: pass reference= (training data)")
         self.novelty_ = NearestNeighbourNovelty(quantile=self.novelty_quantile).fit(ref, features)
-        self._calibrate(y, img_lp, txt_lp, self._fused(img_lp, txt_lp, conf, has, features, cards), has,
+        kp = self._keypoint_scores(images, has & self.fusion_.active)
+        self._calibrate(y, img_lp, txt_lp, self._fused(img_lp, txt_lp, conf, has, features, cards, kp), has,
                         self.novelty_.score(features))
         return self

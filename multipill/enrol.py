@@ -82,7 +82,7 @@ def fit_enrol_scale(logits: np.ndarray, scores: np.ndarray, y: np.ndarray, prete
     return float(scale), float(shift)
 
 
-FEATURES = 6  # what `enrolled_features` gives per enrolled class; saved heads with another number are refitted
+FEATURES = 8  # what `enrolled_features` gives per enrolled class; saved heads with another number are refitted
 
 
 def unclaimed(logp: np.ndarray) -> np.ndarray:
@@ -90,17 +90,32 @@ def unclaimed(logp: np.ndarray) -> np.ndarray:
     return np.log(np.clip(1 - np.exp(np.asarray(logp, np.float64).max(1)), 1e-6, 1))
 
 
+def keypoint_evidence(kp: np.ndarray, columns: Sequence[int], pictured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each enrolled column's keypoint match (`keypoints.KeypointCardMatcher` scores over every class; 0 where it
+    has no picture) and its margin over the best other class's: a photo matching several cards matches none."""
+    kp = np.array(kp, np.float64)
+    columns = list(columns)
+    kp[:, columns] *= np.broadcast_to(np.asarray(pictured, np.float64), (len(kp), len(columns)))
+    own = kp[:, columns]
+    others = np.stack([np.delete(kp, j, axis=1).max(1, initial=0.0) for j in columns], axis=1) if columns \
+        else own
+    return own, own - others
+
+
 def enrolled_features(sim: np.ndarray, cards: np.ndarray, columns: Sequence[int], pictured: np.ndarray,
-                      rest: np.ndarray) -> np.ndarray:
+                      rest: np.ndarray, kp: Optional[np.ndarray] = None) -> np.ndarray:
     """(n, len(columns), FEATURES) evidence for each enrolled class on photos whose text was read: picture
     similarity (0 for a class without a picture), card-text match, that match's log share among all cards'
     matches, a constant, whether the class has a picture (a card with nothing but a name needs its own constant),
-    and `rest`, what the trained answer leaves beyond its top class (`unclaimed`): the trained answer is often
-    unsure on a photo of a product it was never trained on, while its confident answers are mostly right."""
+    `rest`, what the trained answer leaves beyond its top class (`unclaimed`): the trained answer is often
+    unsure on a photo of a product it was never trained on, while its confident answers are mostly right; and the
+    pictures' keypoint match with its margin over other cards (`keypoint_evidence`; 0 without `kp`)."""
     share = np.asarray(cards, np.float64) - logsumexp(cards, axis=1, keepdims=True)
     columns, pictured = list(columns), np.broadcast_to(np.asarray(pictured, np.float64), np.shape(sim))
+    own, margin = (keypoint_evidence(kp, columns, pictured) if kp is not None
+                   else (np.zeros(np.shape(sim)), np.zeros(np.shape(sim))))
     return np.stack([sim * pictured, cards[:, columns], share[:, columns], np.ones_like(pictured), pictured,
-                     np.broadcast_to(np.asarray(rest, np.float64)[:, None], np.shape(sim))], axis=2)
+                     np.broadcast_to(np.asarray(rest, np.float64)[:, None], np.shape(sim)), own, margin], axis=2)
 
 
 def with_cut(cards: np.ndarray, cut: np.ndarray, columns: Sequence[int]) -> np.ndarray:
@@ -139,14 +154,15 @@ class EnrolmentHead:
         self.max_cost, self.sets, self.l2, self.seed = max_cost, sets, l2, seed
 
     def fit(self, answer: np.ndarray, y: np.ndarray, pretend_sim: np.ndarray, pretend: Sequence[int],
-            cards: np.ndarray, real: np.ndarray, pictured: np.ndarray, cut: Optional[np.ndarray] = None
-            ) -> "EnrolmentHead":
+            cards: np.ndarray, real: np.ndarray, pictured: np.ndarray, cut: Optional[np.ndarray] = None,
+            kp: Optional[np.ndarray] = None) -> "EnrolmentHead":
         """`answer`: held-out fused log-probs over the trained classes; `pretend_sim`: those photos' picture
         similarity to the classes in `pretend`; `cards`: their card-text match with every trained class;
         `real`: `enrolled_features` of the enrolled classes on them, `pictured` which of those have a picture
         (pretended classes have one in the same share); `cut`: their match with the trained classes' cards cut
         to the enrolled cards' kind (`card_text.cut_to`), which pretended classes are scored by while the others
-        keep `cards` (default: `cards`, the enrolled cards being of the trained ones' kind)."""
+        keep `cards` (default: `cards`, the enrolled cards being of the trained ones' kind); `kp`: their keypoint
+        match with every class's pictures (`enrolled_features`; default none)."""
         cut = cards if cut is None else cut
         n_classes, n_enrolled = answer.shape[1], real.shape[1]
         size = max(1, min(n_enrolled, len(pretend) // 2))
@@ -161,7 +177,7 @@ class EnrolmentHead:
             data.append((torch.as_tensor(z),
                          torch.as_tensor(enrolled_features(pretend_sim[:, chosen], with_cut(cards, cut, enrolled),
                                                            enrolled,
-                                                           mirrored(size, pictured, rng), unclaimed(z))),
+                                                           mirrored(size, pictured, rng), unclaimed(z), kp)),
                          torch.as_tensor(order[y])))
         w = torch.zeros(FEATURES, dtype=torch.float64, requires_grad=True)
         opt = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")

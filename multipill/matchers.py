@@ -5,12 +5,15 @@ from typing import Any, Callable
 
 from .card_text import CardTextMatcher
 from .clip_matcher import ClipCardMatcher
+from .keypoints import KeypointCardMatcher
 
-_MATCHERS: dict[str, Callable[..., Any]] = {"card_text": CardTextMatcher, "openclip": ClipCardMatcher}
+_MATCHERS: dict[str, Callable[..., Any]] = {"card_text": CardTextMatcher, "openclip": ClipCardMatcher,
+                                            "keypoints": KeypointCardMatcher}
 
 
 def register_matcher(name: str, factory: Callable[..., Any]) -> None:
-    """Add a matcher: `factory(**kw)` returns an object with fit(cards) and scores(inputs, classes)."""
+    """Add a matcher: `factory(**kw)` returns an object with fit(cards, or class -> pictures) and
+    scores(inputs, classes)."""
     _MATCHERS[name] = factory
 
 
@@ -19,7 +22,8 @@ def list_matchers() -> list[str]:
 
 
 def create_matcher(name: str = "card_text", **kw: Any):
-    """'card_text' (OCR text against card words) or 'openclip' (photos against card prompts and pictures)."""
+    """'card_text' (OCR text against card words), 'openclip' (photos against card prompts and pictures) or
+    'keypoints' (photos against card pictures by local features)."""
     if name not in _MATCHERS:
         raise ValueError(f"unknown card matcher {name!r}; choose from {list_matchers()}")
     return _MATCHERS[name](**kw)

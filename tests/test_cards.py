@@ -229,7 +229,7 @@ def test_clip_matcher_plumbing(tiny_clip, tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
     from multipill.hub import OfflineError
-    assert list_matchers() == ["card_text", "openclip"]
+    assert list_matchers() == ["card_text", "keypoints", "openclip"]
     picture = tmp_path / "pic.png"
     Image.new("RGB", (80, 80), (200, 30, 30)).save(picture)
     cards = {"A": ProductCard("A", aliases=["Alpha 500 mg"], images=[str(picture)]), "B": ProductCard("B")}
@@ -325,3 +325,40 @@ def test_enrolment_refits_the_abstention_threshold_on_the_held_out_photos(traine
     with pytest.raises(ValueError, match="fit it again"):
         older.add_products({"Biogesic": {"description": "Biogesic tablet"}})
     assert older.classes_ == clf.classes_ and older.calibration_["threshold"]["with_enrolled"] == []
+
+
+@pytest.fixture(scope="module")
+def pictured(packs, tmp_path_factory):
+    """Trained on three products whose seed cards carry a studio-like picture each; Biogesic's card and picture
+    kept aside for enrolment."""
+    tmp = tmp_path_factory.mktemp("pictured")
+    seed = load_cards("seed")
+    cards = {}
+    for i, brand in enumerate(("Bioflu", "Neozep", "Decolgen", "Biogesic")):
+        product = next(p for p in SEED_PRODUCTS if p.brand == brand)
+        render_pack(product, np.random.default_rng(99 + i), 256, kind="box", upright=True)[0].save(tmp / f"{brand}.png")
+        cards[brand] = {**seed[brand].to_json(), "images": [str(tmp / f"{brand}.png")]}
+    clf = PillClassifier(**SMALL, cards={b: c for b, c in cards.items() if b != "Biogesic"}).fit(
+        three_products(packs, tmp / "train"))
+    return clf, {"Biogesic": cards["Biogesic"]}
+
+
+def test_card_pictures_are_matched_by_their_print_and_saved_with_the_model(pictured, packs, tmp_path):
+    clf, new = pictured
+    assert clf.keypoints_.classes_ == ["Bioflu", "Decolgen", "Neozep"]
+    assert len(clf.validation_["keypoints.offsets"]) == len(clf.validation_["y"]) + 1
+    model = PillClassifier.load(clf.save(tmp_path / "m"))
+    model.add_products(new)
+    assert model.keypoints_.classes_[-1] == "Biogesic"
+    photos = sorted((packs / "test" / "Biogesic").glob("*.png"))
+    matched = model.keypoints_.scores([Image.open(p).convert("RGB") for p in photos], model.classes_)
+    assert np.mean(matched.argmax(1) == model.classes_.index("Biogesic")) >= 0.7, matched
+    # the head learned, on the trained products' held-out photos, that a picture's print matching counts for it
+    assert model.enrol_head_.weights_[6] > 0, model.enrol_head_.report_
+    preds = model.predict(photos)
+    assert np.mean([p.label == "Biogesic" for p in preds]) >= 0.7, [p.top_k[:2] for p in preds]
+    loaded = PillClassifier.load(model.save(tmp_path / "e"))
+    for key, value in model.keypoints_.state().items():
+        assert np.array_equal(loaded.keypoints_.state()[key], value), key
+    again = loaded.predict(photos)
+    assert np.allclose([p.confidence for p in again], [p.confidence for p in preds], atol=1e-9)
