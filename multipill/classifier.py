@@ -20,8 +20,8 @@ from .card_text import cut_to, frequent_words, usual_kind
 from .matchers import create_matcher
 from .cards import WARNING, ProductCard, card_pictures, cards_lexicon, load_cards
 from .data import VAL_SPLITS, Samples, decode, load_splits, per_class, pick, stratified_split, take
-from .enrol import (EnrolmentHead, as_enrolled, background_stats, enrolled_features, fit_enrol_scale, mirrored,
-                    prototype, renormalised, similarity, unclaimed, with_cut)
+from .enrol import (EnrolmentHead, as_enrolled, background_stats, covering_sets, enrolled_features, fit_enrol_scale,
+                    mirrored, prototype, renormalised, similarity, unclaimed, with_cut)
 from .explain import Explanation
 from .export import attach_onnx, export_onnx
 from .files import sha256, write_atomic, write_text_atomic
@@ -44,6 +44,7 @@ REFERENCE_PER_CLASS = 100  # training images per class kept as the novelty detec
 HELD_OUT = ("y", "image", "text", "fused_cv", "has_text", "text_confidence", "features", "pretend_image",
             "pretend_classes")
 # and, when the trained products' cards have pictures, the held-out photos' keypoints (`keypoints.pack`)
+AS_IF_REPEATS = 5  # pretend enrolments each held-out photo is answered in when enrolled thresholds are fitted
 HELD_OUT_KEYPOINTS = ("keypoints.points", "keypoints.descriptors", "keypoints.offsets")
 
 
@@ -328,34 +329,40 @@ class PillClassifier:
         return all(k in getattr(self, "validation_", {}) for k in HELD_OUT)
 
     def _as_if_enrolled(self, v: dict, cards: np.ndarray, cut: np.ndarray, kp: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray]:
-        """Certainty and correctness of each held-out photo answered as if its product had been enrolled from its
-        card (cut to the enrolled cards' kind: `cut`) rather than trained (other enrolled products aside): how
-        enrolled products' photos fare, mistaken for trained lookalikes included, which the trained products'
-        photos alone cannot show."""
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Certainty, correctness and whether an enrolled product was named, for each held-out photo answered as
+        if its product, with others as many as are enrolled (up to half), had been enrolled from cards (cut to
+        the enrolled cards' kind: `cut`) rather than trained (the real enrolled products aside): how enrolled
+        products' photos fare, mistaken for trained lookalikes or for enrolled siblings included, which the
+        trained products' photos alone cannot show."""
         n = v["image"].shape[1]
         picture = {int(k): j for j, k in enumerate(v["pretend_classes"])}
-        # each class simulated with its picture or without, in the enrolled classes' share
-        pictured = mirrored(n, self._pictured(), np.random.default_rng(self.seed))
-        sure, right = [], []
-        for k in np.unique(v["y"]):
-            rows, seen_k = v["y"] == k, k in picture and pictured[k]
-            seen = (self.image_scale_[0] * v["pretend_image"][rows, picture[k]] + self.image_scale_[1]
-                    if seen_k else np.full(rows.sum(), -np.log(n)))
-            img = as_enrolled(v["image"][rows], k, seen)
+        size = max(1, min(len(self.enrolled_), n // 2))
+        rng = np.random.default_rng(self.seed)
+        sure, right, named = [], [], []
+        for chosen in covering_sets(np.unique(v["y"]), size, AS_IF_REPEATS, rng):
+            rows = np.isin(v["y"], chosen)
+            if not rows.any():
+                continue
+            # each pretended class with its picture or without, in the enrolled classes' share
+            seen_k = mirrored(len(chosen), self._pictured(), rng) & np.isin(chosen, list(picture))
+            sim = np.zeros((rows.sum(), len(chosen)))
+            sim[:, seen_k] = v["pretend_image"][rows][:, [picture[int(k)] for k in chosen[seen_k]]]
+            seen = np.where(seen_k, self.image_scale_[0] * sim + self.image_scale_[1], -np.log(n))
+            img = as_enrolled(v["image"][rows], chosen, seen)
             has = v["has_text"][rows]
             fused, read = img.copy(), has & self.fusion_.active
-            if read.any():  # the fused answer without k, k scored by the enrolment head as if enrolled
-                sim = v["pretend_image"][rows][read][:, [picture[k]]] if seen_k else np.zeros((read.sum(), 1))
-                mixed = with_cut(cards[rows][read][:, :n], cut[rows][read], [k])
-                without = renormalised(v["answer"][rows][read], np.arange(n) != k)
-                head = self.enrol_head_.logits(enrolled_features(sim, mixed, [k], seen_k, unclaimed(without),
-                                                                 kp[rows][read]))[:, 0]
-                fused[read] = as_enrolled(v["answer"][rows][read], k, head)
+            if read.any():  # the fused answer without the chosen classes, which the enrolment head scores
+                mixed = with_cut(cards[rows][read][:, :n], cut[rows][read], chosen)
+                without = renormalised(v["answer"][rows][read], ~np.isin(np.arange(n), chosen))
+                head = self.enrol_head_.logits(enrolled_features(sim[read], mixed, chosen, seen_k, unclaimed(without),
+                                                                 kp[rows][read]))
+                fused[read] = as_enrolled(v["answer"][rows][read], chosen, head)
             final = self._final(img, fused, has)
             sure.append(certainty(final))
-            right.append(final.argmax(1) == k)
-        return np.concatenate(sure), np.concatenate(right)
+            right.append(final.argmax(1) == v["y"][rows])
+            named.append(np.isin(final.argmax(1), chosen))
+        return np.concatenate(sure), np.concatenate(right), np.concatenate(named)
 
     def _cut_card_scores(self, texts: Sequence[str]) -> np.ndarray:
         """(n_texts, n_trained) match with each trained class's card cut to the enrolled cards' usual kind, the
@@ -397,9 +404,9 @@ class PillClassifier:
         """Temperatures per branch, the OCR gate and the abstention threshold, from held-out (validation) predictions
         and those photos' novelty scores.
 
-        `as_enrolled`: after enrolment, (certainty, correct) of photos of enrolled products; they join the
-        thresholds' choice weighted by the enrolled classes' share of all classes. Answers that name an enrolled
-        product get a threshold of their own (`enrolled_threshold_`): they are right less often than the trained
+        `as_enrolled`: after enrolment, (certainty, correct, named an enrolled product) of photos answered as if
+        their product had been enrolled; they join the thresholds' choice weighted by the enrolled classes' share
+        of all classes. Answers that name an enrolled product get a threshold of their own (`enrolled_threshold_`): they are right less often than the trained
         products' answers, which would otherwise be withheld with them.
         """
         fused_rows = has_text & self.fusion_.active
@@ -414,8 +421,7 @@ class PillClassifier:
         sure, correct, named_new = certainty(final), final.argmax(1) == y, final.argmax(1) >= trained
         weight, enrolled = np.ones(len(sure)), {}
         if as_enrolled is not None:
-            e_sure, e_correct = as_enrolled()
-            e_new = e_correct  # the one enrolled product a simulated photo can be named as is its own
+            e_sure, e_correct, e_new = as_enrolled()
             weight = np.r_[np.full(len(sure), trained / len(sure)), np.full(len(e_sure), new / max(len(e_sure), 1))]
             enrolled = {"n": int(len(e_sure)), "accuracy": float(np.mean(e_correct)) if len(e_sure) else None,
                         "weight": new / (trained + new)}

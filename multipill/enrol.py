@@ -35,15 +35,22 @@ def similarity(features: np.ndarray, prototypes: np.ndarray, stats: np.ndarray) 
     return (cosine(features, prototypes) - stats[:, 0]) / stats[:, 1]
 
 
-def as_enrolled(logp: np.ndarray, k: int, score: np.ndarray) -> np.ndarray:
-    """A branch's log-probabilities as if class `k` had been enrolled, not trained: the others renormalised
-    without it (what a branch that never learned it says), `k` given its enrolled `score` (as in
-    `fit_enrol_scale`)."""
+def as_enrolled(logp: np.ndarray, columns: Sequence[int], scores: np.ndarray) -> np.ndarray:
+    """A branch's log-probabilities as if the classes in `columns` had been enrolled, not trained: the others
+    renormalised without them (what a branch that never learned them says), each given its enrolled score
+    (`scores`, (n, len(columns)), as in `fit_enrol_scale`)."""
     out = np.asarray(logp, np.float64).copy()
-    others = np.arange(out.shape[1]) != k
+    others = ~np.isin(np.arange(out.shape[1]), columns)
     out[:, others] = renormalised(out, others)
-    out[:, k] = score
+    out[:, list(columns)] = scores
     return out - logsumexp(out, axis=1, keepdims=True)
+
+
+def covering_sets(classes: Sequence[int], size: int, repeats: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Seeded sets of at most `size` of `classes`, each class in exactly `repeats` of them: pretend enrolments
+    that put every held-out photo's product among enrolled siblings as often as any other's."""
+    parts = -(-len(classes) // max(size, 1))
+    return [np.sort(part) for _ in range(repeats) for part in np.array_split(rng.permutation(classes), parts)]
 
 
 def fit_enrol_scale(logits: np.ndarray, scores: np.ndarray, y: np.ndarray, pretend: Sequence[int]

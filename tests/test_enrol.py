@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-from multipill.enrol import EnrolmentHead, enrolled_features, unclaimed
+from multipill.enrol import EnrolmentHead, as_enrolled, covering_sets, enrolled_features, unclaimed
 from multipill.text import log_softmax
 
 TRAINED, ENROLLED = 8, 2
@@ -88,3 +88,20 @@ def test_pretending_with_cards_cut_like_the_enrolled_ones_fits_weak_cards_better
     weak = dict(card_signal=1.0)
     mirrored = _fit(card_signal=3.0, cut_signal=1.0)
     assert _enrolled_accuracy(mirrored, **weak) > _enrolled_accuracy(_fit(card_signal=3.0), **weak) + 0.03
+
+
+def test_pretend_enrolments_cover_every_class_equally_and_mix_siblings():
+    sets = covering_sets(np.arange(21), 10, 5, np.random.default_rng(0))
+    counts = np.bincount(np.concatenate(sets), minlength=21)
+    assert (counts == 5).all() and max(len(s) for s in sets) <= 10
+    assert max(len(s) for s in sets) > 1  # products are enrolled beside others, not one at a time
+    assert len({tuple(s) for s in sets}) > 3  # and beside different others in each repeat
+
+
+def test_as_enrolled_renormalises_the_trained_and_places_each_enrolled_score():
+    logp = log_softmax(np.array([[2.0, 1.0, 0.0, -1.0]]))
+    out = as_enrolled(logp, [1, 3], np.array([[0.5, 3.0]]))
+    assert np.isclose(np.exp(out).sum(), 1)
+    assert out[0].argmax() == 3  # the enrolled score decides where it is highest
+    assert np.isclose(out[0, 0] - out[0, 2], logp[0, 0] - logp[0, 2])  # the trained keep their ratios
+    assert np.isclose(out[0, 3] - out[0, 1], 2.5)
