@@ -192,10 +192,12 @@ class PillClassifier:
         # products enrolled later are weighed against the trained ones' pictures on those photos
         self.keypoints_ = (create_matcher("keypoints").fit(pictures)
                            if self.fusion and any(pictures.values()) else None)
+        held_out_kp = self.keypoints_.extract(val_images) if self.keypoints_ is not None else None
         self.text_ = TextBranch(self.text, self._lexicon())
         self.read_words_: dict[str, list[str]] = {}
         self.card_text_ = None
         self.fusion_, self.text_pool_ = LogLinearFusion(seed=self.seed), LogLinearFusion(seed=self.seed)
+        self.picture_pool_ = LogLinearFusion(seed=self.seed)
         if self.fusion:
             reader = self._reader()
             # OCR is the slow part: the text branch may learn from a seeded sample of each class
@@ -217,22 +219,25 @@ class PillClassifier:
             pretend = list(range(len(classes)))
             self.text_scale_ = fit_enrol_scale(txt_lp[has], card_scores[has], vy[has], pretend)
             self.fusion_.fit(img_lp, txt_lp, conf, has, vy)
+            self._fit_picture_pool(held_out_kp, has, vy)
         else:
             self.text_.fit([], np.array([], int), classes)
             self.fusion_.off("fusion=False")
             self.text_pool_.off("fusion=False")
+            self.picture_pool_.off("fusion=False")
             txt_lp, has = self.text_.predict_log_proba([""] * len(vy)), np.zeros(len(vy), bool)
             conf = np.zeros(len(vy))
         # held-out diagnostics: each branch on the validation images, fusion cross-fitted on them, and
         # "answer": what the fitted model would answer (fused out-of-fold if fusion stayed on, else image)
-        fused_cv = self.fusion_.oof_ if self.fusion else img_lp
+        fused_cv = (self.picture_pool_.oof_ if self.picture_pool_.active else self.fusion_.oof_) if self.fusion \
+            else img_lp
         self.validation_ = {"y": vy, "image": img_lp, "text": txt_lp, "fused_cv": fused_cv, "has_text": has,
                             "text_confidence": conf, "answer": fused_cv if self.fusion_.active else img_lp,
                             "features": val_features.astype(np.float16),
                             "pretend_image": pretend_image.astype(np.float32), "pretend_classes": np.array(pretend),
                             "texts": [r.text for r in val_ocr] if self.fusion else [""] * len(vy)}
-        if self.keypoints_ is not None:
-            held_out = pack(self.keypoints_.extract(val_images))
+        if held_out_kp is not None:
+            held_out = pack(held_out_kp)
             self.validation_.update({f"keypoints.{k}": v for k, v in held_out.items()})
         self._calibrate(vy, img_lp, txt_lp, fused_cv, has, self.novelty_.score(val_features))
         return self
@@ -307,6 +312,21 @@ class PillClassifier:
         self._calibrate(v["y"], img, txt, fused, v["has_text"], self.novelty_.score(features),
                         lambda: self._as_if_enrolled(v, cards, cut, kp))
 
+    def _fit_picture_pool(self, held_out_kp: Optional[list], has: np.ndarray, y: np.ndarray) -> None:
+        """The fused answer pooled with the card pictures' keypoint match (`keypoints.KeypointCardMatcher`, weighed
+        more where the best match is strong), fitted and cross-validated on the held-out photos like fusion, kept
+        only where it beats the fused answer: a pack's print often names it where its whole-image look does not."""
+        if held_out_kp is None or not self.fusion_.active:
+            self.picture_pool_.off("no card pictures" if held_out_kp is None else "fusion is off")
+            return
+        kp = self.keypoints_.scores_from(held_out_kp, self.classes_)
+        self.picture_pool_.fit(self.fusion_.oof_, kp, kp.max(1), has, y)
+
+    def _pooled_with_pictures(self, fused: np.ndarray, kp: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The trained classes' fused answer with their pictures' keypoint match pooled in where that was kept."""
+        k = fused.shape[1]
+        return self.picture_pool_.predict_log_proba(fused, kp[:, :k], kp[:, :k].max(1, initial=0.0), rows)
+
     def _held_out_keypoints(self, v: dict) -> np.ndarray:
         """(n_held_out, n_classes) keypoint match of the held-out photos with every class's pictures; zeros for a
         model without pictures or saved without the photos' keypoints."""
@@ -317,9 +337,9 @@ class PillClassifier:
 
     def _keypoint_scores(self, images: Sequence, rows: np.ndarray) -> np.ndarray:
         """(n, n_classes) keypoint match with every class's pictures on `rows` (where the enrolment head answers),
-        zeros elsewhere and when no enrolled product is weighed by it."""
+        zeros elsewhere and when neither the enrolled products nor the trained ones' pooled answer weigh it."""
         out = np.zeros((len(images), len(self.classes_)))
-        if self.enrolled_ and self.keypoints_ is not None and rows.any():
+        if (self.enrolled_ or self.picture_pool_.active) and self.keypoints_ is not None and rows.any():
             idx = np.flatnonzero(rows)
             out[idx] = self.keypoints_.scores(take(images, idx), self.classes_)
         return out
@@ -533,9 +553,11 @@ class PillClassifier:
 
     def _fused(self, img_lp: np.ndarray, txt_lp: np.ndarray, conf: np.ndarray, has: np.ndarray,
                features: np.ndarray, cards: np.ndarray, kp: np.ndarray) -> np.ndarray:
-        """Fusion over the trained classes, the enrolled ones joined by the enrolment head."""
+        """Fusion over the trained classes (their pictures' print pooled in), the enrolled ones joined by the
+        enrolment head."""
         k = len(self.classes_) - len(self.enrolled_)
-        trained = self.fusion_.predict_log_proba(img_lp[:, :k], txt_lp[:, :k], conf, has)
+        trained = self._pooled_with_pictures(self.fusion_.predict_log_proba(img_lp[:, :k], txt_lp[:, :k], conf, has),
+                                             kp, has & self.fusion_.active)
         return self._join_enrolled(trained, img_lp, features, cards, has, kp)
 
     def _join_enrolled(self, trained: np.ndarray, img_lp: np.ndarray, features: np.ndarray, cards: np.ndarray,
@@ -746,6 +768,8 @@ class PillClassifier:
             tensors["fusion.params"] = torch.as_tensor(self.fusion_.params_)
         if self.text_pool_.active:
             tensors["text_pool.params"] = torch.as_tensor(self.text_pool_.params_)
+        if self.picture_pool_.active:
+            tensors["picture_pool.params"] = torch.as_tensor(self.picture_pool_.params_)
         if self.enrolled_:
             tensors["enrol.prototypes"] = torch.as_tensor(self.prototypes_)
             tensors["enrol.prototype_stats"] = torch.as_tensor(self.prototype_stats_)
@@ -760,6 +784,7 @@ class PillClassifier:
         config = {"multipill_version": __version__, "params": self.get_params(), "classes": self.classes_,
                   "ocr_settings": self._reader().engine.settings(), "text_branch": self.text_.config(),
                   "fusion_report": self.fusion_.report_, "text_pool_report": self.text_pool_.report_,
+                  "picture_pool_report": self.picture_pool_.report_,
                   "enrolled": self.enrolled_, "image_scale": list(self.image_scale_),
                   "text_scale": list(self.text_scale_), "read_words": self.read_words_,
                   "enrol_head": self.enrol_head_.to_json() if self.enrol_head_ else None,
@@ -828,6 +853,9 @@ class PillClassifier:
         clf.text_pool_ = LogLinearFusion(seed=clf.seed)
         clf.text_pool_.params_ = tensors["text_pool.params"].numpy() if "text_pool.params" in tensors else None
         clf.text_pool_.report_ = config.get("text_pool_report", {"decision": "no product cards"})
+        clf.picture_pool_ = LogLinearFusion(seed=clf.seed)
+        clf.picture_pool_.params_ = tensors["picture_pool.params"].numpy() if "picture_pool.params" in tensors else None
+        clf.picture_pool_.report_ = config.get("picture_pool_report", {"decision": "saved before picture pooling"})
         clf.cards_ = load_cards(d / CARDS_FILE) if (d / CARDS_FILE).exists() else {}
         clf.enrolled_ = config.get("enrolled", [])
         clf.read_words_ = config.get("read_words", {})

@@ -130,10 +130,15 @@ def test_cards_quick(shared_data, tmp_path):
     _run("cards.py", tmp_path, "--work", str(tmp_path / "models"))
     saved = json.loads((tmp_path / "cards_quick.json").read_text())
     result = saved["result"]
-    assert list(result["a"]) == ["no cards", "card pictures as prototypes", "card text", "card text + pictures"]
-    assert 0 <= result["a"].pop("card pictures as prototypes")["accuracy"] <= 1
+    assert list(result["a"]) == ["no cards", "card pictures as prototypes", "card text",
+                                 "card pictures by their print", "card text + pictures"]
+    for zero_shot in ("card pictures as prototypes", "card pictures by their print"):
+        assert 0 <= result["a"].pop(zero_shot)["accuracy"] <= 1
     for r in result["a"].values():
         assert r["n"] == 12 and all(0 <= r[b]["accuracy"] <= 1 for b in ("image", "text", "fused"))
+    # without cards there are no pictures to pool; with them the pool is fitted or says why not
+    assert result["a"]["no cards"]["picture_pool"]["decision"] == "image-only: no card pictures"
+    assert result["a"]["card text"]["picture_pool"]["decision"] != "image-only: no card pictures"
     # the same image branch with and without card text: card text changes only the text and fused answers
     assert result["a"]["no cards"]["image"] == result["a"]["card text"]["image"]
     enrolled = result["enrolled_classes"]

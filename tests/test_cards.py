@@ -349,7 +349,15 @@ def test_card_pictures_are_matched_by_their_print_and_saved_with_the_model(pictu
     clf, new = pictured
     assert clf.keypoints_.classes_ == ["Bioflu", "Decolgen", "Neozep"]
     assert len(clf.validation_["keypoints.offsets"]) == len(clf.validation_["y"]) + 1
+    # the trained products' fused answer is pooled with their pictures' print only where cross-validation kept it
+    pool = clf.picture_pool_.report_
+    assert pool["decision"].startswith("fused: ") == clf.picture_pool_.active, pool
+    assert pool["n_with_text"] == int(clf.validation_["has_text"].sum()), pool
     model = PillClassifier.load(clf.save(tmp_path / "m"))
+    assert model.picture_pool_.report_ == pool
+    assert (model.picture_pool_.params_ is None) == (clf.picture_pool_.params_ is None)
+    if clf.picture_pool_.active:
+        assert np.array_equal(model.picture_pool_.params_, clf.picture_pool_.params_)
     model.add_products(new)
     assert model.keypoints_.classes_[-1] == "Biogesic"
     photos = sorted((packs / "test" / "Biogesic").glob("*.png"))
