@@ -54,7 +54,8 @@ class Prediction:
 
     `abstained` is True when the answer should not be trusted: calibrated confidence below the model's
     threshold, or an image unlike any trained product (`novelty` above the model's novelty threshold);
-    `abstain_reason` then says which ("low confidence" or "unknown product"). `pieces` are the OCR lines
+    `abstain_reason` then says which ("low confidence", "unknown product", or "text matches another product":
+    the text read matches best the card of an enrolled product that has no pictures, not the answer). `pieces` are the OCR lines
     with their boxes in the photo's (upright) pixel coordinates.
     """
 
@@ -628,11 +629,25 @@ class PillClassifier:
         enrolled = answer >= len(self.classes_) - len(self.enrolled_)
         vouched = enrolled & has & (log_softmax(cards)[np.arange(len(answer)), answer] > np.log(0.5))
         novelty = np.where(vouched, 0.0, novelty)
-        sure = certainty(final)
-        abstained = (sure < self._limit(enrolled)) | (novelty > self.novelty_.threshold_)
+        sure, contested = certainty(final), self._contested(answer, cards, has)
+        abstained = (sure < self._limit(enrolled)) | (novelty > self.novelty_.threshold_) | (contested >= 0)
         return {"image": img_lp, "text": txt_lp, "fused": fused, "has_text": has, "ocr": ocr, "final": final,
                 "certainty": sure, "novelty": novelty, "abstained": abstained, "skipped_text": skipped,
-                "unfamiliar": unfamiliar}
+                "unfamiliar": unfamiliar, "contested": contested}
+
+    def _contested(self, answer: np.ndarray, cards: np.ndarray, has: np.ndarray) -> np.ndarray:
+        """Per photo, the enrolled product without any picture whose card the read text matches best when the
+        answer is another product (-1 elsewhere): nothing shows what that product looks like, so the answer's
+        certainty, learned without it, cannot rule it out (on title-only cards such answers were mostly wrong)."""
+        out = np.full(len(answer), -1)
+        trained = len(self.classes_) - len(self.enrolled_)
+        if not self.enrolled_ or not len(answer):
+            return out
+        top = cards.argmax(1)
+        blind = np.r_[np.zeros(trained, bool), ~self._pictured()]
+        hit = has & blind[top] & (top != answer)
+        out[hit] = top[hit]
+        return out
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "image_"):
@@ -687,6 +702,10 @@ class PillClassifier:
                 reason = "unknown product"
                 notes.append("abstained: the image is unlike every trained product (novelty "
                              f"{out['novelty'][i]:.3f} > {self.novelty_.threshold_:.3f})")
+            elif out["contested"][i] >= 0:
+                reason = "text matches another product"
+                notes.append(f"abstained: the text read matches the card of {self.classes_[out['contested'][i]]} "
+                             f"best, an enrolled product without pictures to tell it from {label} by its look")
             elif out["abstained"][i]:
                 reason = "low confidence"
                 new = label in self.enrolled_

@@ -372,3 +372,25 @@ def test_card_pictures_are_matched_by_their_print_and_saved_with_the_model(pictu
         assert np.array_equal(loaded.keypoints_.state()[key], value), key
     again = loaded.predict(photos)
     assert np.allclose([p.confidence for p in again], [p.confidence for p in preds], atol=1e-9)
+
+
+def test_answers_whose_text_matches_a_pictureless_enrolled_card_best_are_withheld(enrolled, packs, tmp_path):
+    """A product known from a name alone cannot be told apart by its look: an answer naming another product
+    while the text read matches that card best is withheld, saying why; with a picture the head weighs it."""
+    clf, tmp, _ = enrolled
+    card = json.loads((tmp / "cards.json").read_text())
+    del card["Biogesic"]["images"]
+    (tmp_path / "blind.json").write_text(json.dumps(card))
+    model = PillClassifier.load(clf.save(tmp_path / "m")).add_products(tmp_path / "blind.json")
+    model.enrol_head_.weights_[3] -= 100.0  # the head never names Biogesic: trained answers stand on its photos
+    photos = sorted((packs / "test" / "Biogesic").glob("*.png"))
+    preds = model.predict(photos)
+    top = model._card_scores([p.text for p in preds]).argmax(1)
+    blind = [p for p, t in zip(preds, top) if p.text.strip() and model.classes_[t] == "Biogesic"]
+    assert blind and all(p.label != "Biogesic" for p in blind)
+    assert all(p.abstained and p.abstain_reason == "text matches another product" for p in blind)
+    assert all(any("card of Biogesic" in n for n in p.notes) for p in blind)
+    others = [p for p, t in zip(preds, top) if not (p.text.strip() and model.classes_[t] == "Biogesic")]
+    assert all(p.abstain_reason != "text matches another product" for p in others)
+    pictured = PillClassifier.load(clf.save(tmp_path / "p")).add_products(tmp / "cards.json")
+    assert all(p.abstain_reason != "text matches another product" for p in pictured.predict(photos))

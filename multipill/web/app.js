@@ -109,9 +109,11 @@ function show(r) {
   $("answer").textContent = r.abstained ? `Best guess: ${r.label}` : r.label;
   $("confidence").textContent = `confidence ${pct(r.confidence)}`;
   $("abstain").hidden = !r.abstained;
-  const why = r.abstain_reason === "unknown product"
-    ? "Why: the photo is unlike every product this model knows (unknown product)."
-    : "Why: low confidence, below what this model needs to answer.";
+  const whys = {
+    "unknown product": "Why: the photo is unlike every product this model knows (unknown product).",
+    "text matches another product": "Why: the printed text matches another product's card, one known from its card alone.",
+  };
+  const why = whys[r.abstain_reason] || "Why: low confidence, below what this model needs to answer.";
   $("abstain-why").textContent = r.abstained ? why : "";
   const sources = { fused: "image and printed text (fused)", image: "the image alone", card: "its product card" };
   $("source").textContent = "Answered from " + (sources[r.source] || r.source) + ".";
