@@ -55,8 +55,8 @@ class Prediction:
     `abstained` is True when the answer should not be trusted: calibrated confidence below the model's
     threshold, or an image unlike any trained product (`novelty` above the model's novelty threshold);
     `abstain_reason` then says which ("low confidence", "unknown product", or "text matches another product":
-    the text read matches best the card of an enrolled product that has no pictures, not the answer). `pieces` are the OCR lines
-    with their boxes in the photo's (upright) pixel coordinates.
+    the text read matches best the card of an enrolled product that has no pictures, not the answer). `pieces`
+    are the OCR lines with their boxes in the photo's (upright) pixel coordinates.
     """
 
     label: str
@@ -641,7 +641,7 @@ class PillClassifier:
         certainty, learned without it, cannot rule it out (on title-only cards such answers were mostly wrong)."""
         out = np.full(len(answer), -1)
         trained = len(self.classes_) - len(self.enrolled_)
-        if not self.enrolled_ or not len(answer):
+        if not self.enrolled_:
             return out
         top = cards.argmax(1)
         blind = np.r_[np.zeros(trained, bool), ~self._pictured()]

@@ -111,7 +111,8 @@ function show(r) {
   $("abstain").hidden = !r.abstained;
   const whys = {
     "unknown product": "Why: the photo is unlike every product this model knows (unknown product).",
-    "text matches another product": "Why: the printed text matches another product's card, one known from its card alone.",
+    "text matches another product":
+      "Why: the printed text matches another product's card, one known from its card alone.",
   };
   const why = whys[r.abstain_reason] || "Why: low confidence, below what this model needs to answer.";
   $("abstain-why").textContent = r.abstained ? why : "";
