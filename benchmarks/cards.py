@@ -8,11 +8,10 @@ from their cards alone, on grocery photos from new shop visits, with bootstrap 9
     fusion cross-fitted on `val`, reported out-of-fold there): without cards, with card text only, and with
     card text and card pictures as extra training views; image-only, text and fused side by side.
 (b) Enrolment: a seeded `--enrol` classes are held out of training; the model is trained on the others (text
-    pool, fusion and calibration fitted on their `val` photos), then the held-out classes are enrolled from
-    their cards alone. Reported: top-1 on every photo of the enrolled classes (none trained on), and on their
-    `val` photos alone; the others' accuracy on their `val` photos before and after enrolment (the heads were
-    fitted on those photos, so the absolute numbers flatter; the difference is enrolment's effect); how often
-    each is abstained on.
+    pool, fusion and calibration fitted on their `val` photos, cross-fitted: `--folds` models, each fitted on
+    the other folds and answering its own), then the held-out classes are enrolled from their cards alone.
+    Reported: top-1 on every photo of the enrolled classes (none trained on), and on their `val` photos alone;
+    the others' accuracy on their `val` photos before and after enrolment; how often each is abstained on.
 (c) The same with 1 and 5 photos per enrolled class (seeded, taken from their `train` photos and left out of
     the photos reported).
 Nothing is chosen on the photos reported: the card matcher's settings were set on grocery `train` photos, and
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from tqdm.auto import trange
 
 from common import SHARED, bootstrap_ci, markdown_table, parser, subsample, write_json
 from fusion import BRANCHES, brand_groups, score_set, tail_split
@@ -120,9 +120,28 @@ def summarise(a: dict) -> dict:
             "answered_accuracy": float(c[~a["abstained"]].mean()) if (~a["abstained"]).any() else None}
 
 
+def deal(labels: list[str], folds: int, seed: int) -> np.ndarray:
+    """Each photo's fold: every class's photos dealt in turn in a seeded order, so each fold holds some of most."""
+    rng, out, turn = np.random.default_rng(seed), np.zeros(len(labels), int), 0
+    for c in sorted(set(labels)):
+        idx = rng.permutation([i for i, lab in enumerate(labels) if lab == c])
+        out[idx] = (turn + np.arange(len(idx))) % folds
+        turn += len(idx)
+    return out
+
+
+def merged(parts: list[tuple[list[int], dict]]) -> tuple[list[int], dict]:
+    """Per-photo answers of several fold models, back in the photos' order."""
+    order = np.argsort(np.concatenate([idx for idx, _ in parts]), kind="stable")
+    return (sorted(i for idx, _ in parts for i in idx),
+            {key: np.concatenate([a[key] for _, a in parts])[order] for key in parts[0][1]})
+
+
 def part_bc(args, train: Samples, val: Samples, cards: Path, enrol: list[str], settings: dict) -> dict:
-    """Train without `enrol` (fusion and calibration on the others' `val` photos), enrol them from their cards
-    (+ 0, 1, 5 photos), and compare the others' answers on those `val` photos before and after enrolment."""
+    """Train without `enrol`, enrol them from their cards (+ 0, 1, 5 photos), and compare the others' answers on
+    their `val` photos before and after enrolment, cross-fitted: each of `--folds` models has fusion and
+    calibration fitted on the other folds' `val` photos and answers its own fold's (and its share of the
+    enrolled photos), so no photo reported is answered by heads fitted on it."""
     keep_tr = [i for i, c in enumerate(train.labels) if c not in enrol]
     others_val = val.subset([i for i, c in enumerate(val.labels) if c not in enrol])
     scored = train if args.tuning else Samples(train.sources + val.sources, train.labels + val.labels)
@@ -139,26 +158,38 @@ def part_bc(args, train: Samples, val: Samples, cards: Path, enrol: list[str], s
     if args.minimal_cards == "all":  # the trained products' cards are formulary entries too
         load_cards_for(cards, sorted(set(train.labels)), minimal)
         trained_cards = minimal
-    clf = PillClassifier(**settings, cards=str(trained_cards)).fit(train.subset(keep_tr), others_val)
-    saved = clf.save(Path(args.work) / "enrolment")
-    before = answers(clf, others_val)
+    fold_o = deal(others_val.labels, args.folds, args.seed)
+    fold_e = deal(enrolled_photos.labels, args.folds, args.seed)
+    parts: dict = {k: {"got": [], "before": [], "after": [], "head": [], "as_if": []} for k in (0, *args.shots)}
+    for f in trange(args.folds, desc="cross-fitted models"):
+        mine = [i for i in range(len(others_val)) if fold_o[i] == f]
+        clf = PillClassifier(**settings, cards=str(trained_cards)).fit(
+            train.subset(keep_tr), others_val.subset([i for i in range(len(others_val)) if fold_o[i] != f]))
+        saved = clf.save(Path(args.work) / f"enrolment_{f}")
+        before = answers(clf, others_val.subset(mine))
+        for k in (0, *args.shots):
+            model = PillClassifier.load(saved)
+            model.add_products(load_cards_for(cards, enrol, minimal),
+                               enrolled_photos.subset(sorted(shots[k])) if k else None)
+            left = [i for i in range(len(enrolled_photos)) if fold_e[i] == f and i not in set(shots.get(k, []))]
+            store = parts[k]
+            store["got"].append((left, answers(model, enrolled_photos.subset(left))))
+            store["before"].append((mine, before))
+            store["after"].append((mine, answers(model, others_val.subset(mine))))
+            store["head"].append(getattr(getattr(model, "enrol_head_", None), "report_", None))  # none before 75f47c5
+            store["as_if"].append(model.calibration_["threshold"]["as_if_enrolled"])
     out = {}
-    for k in (0, *args.shots):
-        model = PillClassifier.load(saved)
-        model.add_products(load_cards_for(cards, enrol, minimal),
-                           enrolled_photos.subset(sorted(shots[k])) if k else None)
-        left = [i for i in range(len(enrolled_photos)) if i not in set(shots.get(k, []))]
-        got = answers(model, enrolled_photos.subset(left))
-        after = answers(model, others_val)
-        # photos from new shop visits only: the few photos enrolled with come from the training visits
-        evidence = card_evidence(model, list(got["texts"]), [enrolled_photos.labels[i] for i in left])
-        out[k] = {"enrolled": summarise(got), "enrolled_card_evidence": evidence,
-                  "enrolled_val": summarise({key: v[from_val[left]] for key, v in got.items()}),
-                  "others_before": summarise(before), "others_after": summarise(after),
-                  "enrolled_answered_from_card": float(got["source_card"].mean()),
-                  # no head before 75f47c5
-                  "enrolment_head": getattr(getattr(model, "enrol_head_", None), "report_", None),
-                  "as_if_enrolled": model.calibration_["threshold"]["as_if_enrolled"]}
+    for k, got in parts.items():
+        left, enrolled = merged(got["got"])
+        # the card matcher has no fitted state, so the last fold's model scores every fold's text alike
+        evidence = card_evidence(model, list(enrolled["texts"]), [enrolled_photos.labels[i] for i in left])
+        out[k] = {"enrolled": summarise(enrolled), "enrolled_card_evidence": evidence,
+                  # photos from new shop visits only: the few photos enrolled with come from the training visits
+                  "enrolled_val": summarise({key: v[from_val[left]] for key, v in enrolled.items()}),
+                  "others_before": summarise(merged(got["before"])[1]),
+                  "others_after": summarise(merged(got["after"])[1]),
+                  "enrolled_answered_from_card": float(enrolled["source_card"].mean()),
+                  "enrolment_head": got["head"], "as_if_enrolled": got["as_if"]}
         print(f"(b/c) {k} photos: enrolled {out[k]['enrolled']['accuracy']:.3f}, others "
               f"{out[k]['others_before']['accuracy']:.3f} -> {out[k]['others_after']['accuracy']:.3f}", flush=True)
     return out
@@ -188,6 +219,8 @@ def main() -> None:
     p.add_argument("--enrol", type=int, default=10, help="classes held out of training and enrolled from cards")
     p.add_argument("--shots", type=int, nargs="*", default=[1, 5])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", type=int, default=3,
+                   help="(b, c): models cross-fitted on the others' val photos, each answering one fold")
     p.add_argument("--parts", default="abc", choices=["abc", "a", "bc"], help="which parts to run")
     p.add_argument("--work", default="/tmp/multipill_cards_benchmark", help="scratch folder for saved models")
     p.add_argument("--tuning", action="store_true",
