@@ -181,7 +181,7 @@ def part_bc(args, train: Samples, val: Samples, cards: Path, enrol: list[str], s
     out = {}
     for k, got in parts.items():
         left, enrolled = merged(got["got"])
-        # the card matcher has no fitted state, so the last fold's model scores every fold's text alike
+        # the card matcher is fitted on the cards and the training photos' words, the same in every fold's model
         evidence = card_evidence(model, list(enrolled["texts"]), [enrolled_photos.labels[i] for i in left])
         out[k] = {"enrolled": summarise(enrolled), "enrolled_card_evidence": evidence,
                   # photos from new shop visits only: the few photos enrolled with come from the training visits
