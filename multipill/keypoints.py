@@ -39,22 +39,31 @@ def _gray(image: Image.Image, shorter: Optional[int], longer: Optional[int]) -> 
 class KeypointCardMatcher:
     """Scores a photo against each card's pictures by the number of SIFT matches that one homography explains.
 
-    Matches pass Lowe's ratio test (`ratio`) and RANSAC with `reprojection` pixels of tolerance; a class's score
-    is log(1 + inliers) with its best picture, 0 for a class whose card has no picture. Photos' features can be
-    extracted once (`extract`) and scored later (`scores_from`), so held-out photos need not be kept.
+    Features are found down to SIFT's `contrast` threshold (half OpenCV's 0.04: small shop photos of matte packs
+    have faint print) and compared as RootSIFT (`root`: the square root of the L1-normalised descriptor, whose
+    distances are Hellinger's, less swayed by one strong gradient); matches pass Lowe's ratio test (`ratio`) and
+    RANSAC with `reprojection` pixels of tolerance; a class's score is log(1 + inliers) with its best picture, 0
+    for a class whose card has no picture. The defaults were chosen on grocery `train` photos against the studio
+    pictures (zero-shot top-1 on all 864: 0.743 with OpenCV's contrast, plain SIFT and ratio 0.8; 0.778 with the
+    contrast and ratio; 0.800 with RootSIFT too). Photos' features can be extracted once (`extract`) and scored
+    later (`scores_from`), so held-out photos need not be kept.
     """
 
-    def __init__(self, features: int = 1000, ratio: float = 0.8, reprojection: float = 8.0):
+    def __init__(self, features: int = 1000, ratio: float = 0.85, reprojection: float = 8.0, contrast: float = 0.02,
+                 root: bool = True):
         self.features, self.ratio, self.reprojection = features, ratio, reprojection
+        self.contrast, self.root = contrast, root
 
     def _sift(self):
         import cv2
-        return cv2.SIFT_create(nfeatures=self.features)
+        return cv2.SIFT_create(nfeatures=self.features, contrastThreshold=self.contrast)
 
     def _detect(self, gray: np.ndarray) -> Keypoints:
         points, desc = self._sift().detectAndCompute(gray, None)
         if desc is None or not len(points):
             return Keypoints(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
+        if self.root:  # RootSIFT in [0, 1], kept as uint8 like SIFT's own 0-255
+            desc = 255 * np.sqrt(desc / np.maximum(desc.sum(1, keepdims=True), 1e-7))
         return Keypoints(np.float32([p.pt for p in points]), np.clip(np.rint(desc), 0, 255).astype(np.uint8))
 
     def extract(self, images: Sequence[Image.Image]) -> list[Keypoints]:
@@ -114,12 +123,14 @@ class KeypointCardMatcher:
 
     def config(self) -> dict:
         return {"features": self.features, "ratio": self.ratio, "reprojection": self.reprojection,
-                "classes": self.classes_}
+                "contrast": self.contrast, "root": self.root, "classes": self.classes_}
 
     @classmethod
     def from_state(cls, config: dict, state: dict[str, np.ndarray]) -> "KeypointCardMatcher":
-        """Rebuild a saved index (`config`, `state`) without the pictures."""
-        m = cls(config["features"], config["ratio"], config["reprojection"])
+        """Rebuild a saved index (`config`, `state`) without the pictures; one saved before `contrast` and `root`
+        existed keeps OpenCV's contrast and plain SIFT, as its photos' features were found."""
+        m = cls(config["features"], config["ratio"], config["reprojection"], config.get("contrast", 0.04),
+                config.get("root", False))
         m.classes_ = list(config["classes"])
         m.points_, m.descriptors_ = np.asarray(state["points"], np.float32), np.asarray(state["descriptors"], np.uint8)
         m.owner_, m.picture_class_ = np.asarray(state["owner"], np.int64), np.asarray(state["picture_class"], np.int64)

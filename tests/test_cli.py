@@ -4,7 +4,7 @@ import shutil
 import subprocess
 import sys
 
-from multipill.cli import format_table, main
+from multipill.cli import _classifier, build_parser, format_table, main
 
 
 def test_train_predict_evaluate(packs, tmp_path, capsys):
@@ -47,6 +47,14 @@ def test_train_predict_evaluate(packs, tmp_path, capsys):
     plots = tmp_path / "plots"
     assert main(["evaluate", str(packs), "--model", str(model), "--split", "test", "--plots", str(plots)]) == 0
     assert {p.name for p in plots.iterdir()} == {"confusion.png", "reliability.png", "risk_coverage.png"}
+
+
+def test_ocr_options_from_the_command_line():
+    def options(*flags):
+        return _classifier(build_parser().parse_args(["train", "data", "--out", "m", *flags])).ocr_options
+    assert options() is None  # the engine's own defaults
+    assert options("--ocr-det-side", "448") == {"det_side": 448}
+    assert options("--ocr-det-side", "448", "--ocr-enlarge-to", "500") == {"enlarge_to": 500, "det_side": 448}
 
 
 def test_clear_errors_exit_2(tmp_path, capsys):

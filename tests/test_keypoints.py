@@ -39,6 +39,18 @@ def test_a_photo_is_matched_to_its_own_cards_picture_and_round_trips():
     assert np.array_equal(again.scores_from(unpack(pack(matcher.extract(photos))), classes), scores)
 
 
+def test_an_index_saved_before_the_contrast_and_rootsift_settings_keeps_plain_sift():
+    matcher = KeypointCardMatcher().fit({"a": [texture(0)]})
+    old = KeypointCardMatcher.from_state({k: v for k, v in matcher.config().items() if k not in ("contrast", "root")},
+                                         matcher.state())
+    assert (old.contrast, old.root) == (0.04, False)
+    again = KeypointCardMatcher.from_state(matcher.config(), matcher.state())
+    assert (again.contrast, again.root) == (matcher.contrast, matcher.root) == (0.02, True)
+    plain, root = (KeypointCardMatcher(root=r).extract([texture(0)])[0].descriptors.astype(float) for r in (False, True))
+    assert len(plain) == len(root) > 10  # the same features, described as RootSIFT (up to uint8 rounding)
+    assert np.abs(root - 255 * np.sqrt(plain / plain.sum(1, keepdims=True))).max() <= 2
+
+
 def test_pictures_added_later_join_the_index():
     matcher = KeypointCardMatcher().fit({"a": [texture(0)]})
     photo = photo_of(texture(1))
