@@ -76,6 +76,15 @@ def test_ocr_engines_quick(shared_data, tmp_path):
     assert all(0 <= r["recall"] <= 1 and r["median_s"] > 0 for r in results.values())
 
 
+def test_keypoint_settings_quick(shared_data, tmp_path):
+    _run("keypoint_settings.py", tmp_path)
+    payload = json.loads((tmp_path / "keypoint_settings_quick.json").read_text())
+    assert payload["photos"] == 62 and len(payload["results"]) == 2  # 2 photos of each of the 31 classes
+    for r in payload["results"].values():
+        lo, hi = r["top1_ci95"]
+        assert lo <= r["top1"] <= hi and r["top1"] > 1 / 31  # far above chance among 31 cards, even on 62 photos
+
+
 def test_speed_quick(shared_data, tmp_path):
     _run("speed.py", tmp_path, "--det-sides", "448")
     payload = json.loads((tmp_path / "speed_quick_det448.json").read_text())
