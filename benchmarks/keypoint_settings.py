@@ -1,7 +1,7 @@
 """Where the keypoint card matcher's defaults come from: zero-shot top-1 of grocery `train` photos against the 31
 studio pictures of `cards/` (the photo's product is the card with the most keypoint inliers), per setting.
 
-    python benchmarks/keypoint_settings.py           # all 864 train photos, every setting (about 12 minutes)
+    python benchmarks/keypoint_settings.py           # all 864 train photos, every setting (2-4 minutes each on 2 cores)
     python benchmarks/keypoint_settings.py --quick   # 2 photos per class, two settings
 
 `train` photos only: `val` (new shop visits) is what RESULTS reports the matcher on, so nothing is chosen there.
@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from common import SHARED, bootstrap_ci, markdown_table, parser, subsample, write_json
+from multipill.cards import card_pictures, load_cards
 from multipill.data import load_splits
 from multipill.images import load_image
 from multipill.keypoints import KeypointCardMatcher
@@ -48,8 +48,8 @@ def main() -> None:
     train = load_splits(data)["train"]
     if args.quick:
         train = subsample(train, 2, 0)
-    classes = sorted(p.name for p in (data / "cards").iterdir() if (p / "iconic.jpg").exists())
-    cards = {c: [Image.open(data / "cards" / c / "iconic.jpg").convert("RGB")] for c in classes}
+    cards = {c: card_pictures(card) for c, card in load_cards(data / "cards").items()}  # as `fit` indexes them
+    classes = sorted(cards)
     photos = [load_image(s) for s in train.sources]
     labels = np.array([classes.index(y) for y in train.labels])
     chosen = list(SETTINGS)[:1] + list(SETTINGS)[-1:] if args.quick else list(SETTINGS)
