@@ -234,12 +234,14 @@ def main() -> None:
     p.add_argument("--minimal-cards", nargs="?", const="enrolled", choices=["enrolled", "all"],
                    help="enrol from cards cut to the product's title, without pictures; 'all': train with such "
                         "cards too")
+    p.add_argument("--keypoint-photos", type=int, default=0,
+                   help="the model's keypoint_photos: training photos per class indexed beside the card pictures")
     args = p.parse_args()
     data = Path(args.data)
     splits = load_splits(data)
     train, val = splits["train"], pick(splits, VAL_SPLITS)
     classes = sorted(set(train.labels))
-    settings = dict(freeze=args.freeze, ocr=args.ocr, progress=False)
+    settings = dict(freeze=args.freeze, ocr=args.ocr, progress=False, keypoint_photos=args.keypoint_photos)
     if args.enrol_cost is not None:
         settings["enrol_cost"] = args.enrol_cost
     if args.quick:  # six classes, a few photos each: checks the script end to end, measures nothing
@@ -293,6 +295,7 @@ def main() -> None:
             + (f"_t{args.tuning_seed}" if args.tuning and args.tuning_seed is not None else "")
             + (f"_cost{args.enrol_cost:g}" if args.enrol_cost is not None else "")
             + ({"enrolled": "_minimal", "all": "_minimal_all"}.get(args.minimal_cards, ""))
+            + (f"_kp{args.keypoint_photos}" if args.keypoint_photos else "")
             + ("_quick" if args.quick else ""))
     out = Path(args.out)
     write_json(out, name, {"args": vars(args), "seconds": time.time() - start, "table_a": table_a,

@@ -92,7 +92,7 @@ class PillClassifier:
                  ocr_timeout: float = 60.0, ocr_workers: int = 1,
                  ocr_options: Optional[dict[str, Any]] = None, ocr_gate: Optional[str | float] = "auto",
                  ocr_gate_familiarity: Optional[float] = 0.5, reference_images: str = "views",
-                 enrol_cost: float = 0.02,
+                 keypoint_photos: int = 0, enrol_cost: float = 0.02,
                  checkpoint_dir: Optional[str] = None, image_column: str = "image",
                  label_column: str = "label", progress: bool = True):
         self.backbone, self.freeze, self.ocr, self.text, self.fusion = backbone, freeze, ocr, text, fusion
@@ -107,6 +107,7 @@ class PillClassifier:
         self.ocr_options, self.reference_images, self.ocr_gate = ocr_options, reference_images, ocr_gate
         self.image_column, self.label_column, self.progress = image_column, label_column, progress
         self.enrol_cost, self.ocr_gate_familiarity = enrol_cost, ocr_gate_familiarity
+        self.keypoint_photos = keypoint_photos
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's arguments, as scikit-learn estimators expose them (saved with the model)."""
@@ -175,6 +176,7 @@ class PillClassifier:
         all_cards = load_cards(self.cards)
         self.cards_ = {c: all_cards[c] for c in classes if c in all_cards}
         pictures = {c: card_pictures(card) for c, card in self.cards_.items()}
+        matched = self._keypoint_references(pictures, images, labels)
         if self.reference_images == "views":  # a card's pictures are extra training photos of its class
             extra = [(im, c) for c, ims in pictures.items() for im in ims]
             images, labels = images + [im for im, _ in extra], labels + [c for _, c in extra]
@@ -191,8 +193,8 @@ class PillClassifier:
         pretend_image, pretend = self._fit_image_scale(img_lp, val_features, vy, pictures, images, y)
         # card pictures matched by their print: the index is kept, and the held-out photos' keypoints, so that
         # products enrolled later are weighed against the trained ones' pictures on those photos
-        self.keypoints_ = (create_matcher("keypoints").fit(pictures)
-                           if self.fusion and any(pictures.values()) else None)
+        self.keypoints_ = (create_matcher("keypoints").fit(matched)
+                           if self.fusion and any(matched.values()) else None)
         held_out_kp = self.keypoints_.extract(val_images) if self.keypoints_ is not None else None
         self.text_ = TextBranch(self.text, self._lexicon())
         self.read_words_: dict[str, list[str]] = {}
@@ -242,6 +244,18 @@ class PillClassifier:
             self.validation_.update({f"keypoints.{k}": v for k, v in held_out.items()})
         self._calibrate(vy, img_lp, txt_lp, fused_cv, has, self.novelty_.score(val_features))
         return self
+
+    def _keypoint_references(self, pictures: dict[str, list], images: Sequence, labels: list[str]) -> dict:
+        """What the keypoint matcher indexes per class: its card's pictures and `keypoint_photos` seeded training
+        photos of it (a shop photo shares the print of another shop photo more than of a studio picture)."""
+        k = self.keypoint_photos
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"keypoint_photos is a number of training photos per class (0: card pictures only), "
+                             f"not {k!r}")
+        out = {c: list(ims) for c, ims in pictures.items()}
+        for i in (per_class(labels, k, self.seed) if k else []):
+            out.setdefault(labels[i], []).append(images[i])
+        return out
 
     def add_products(self, cards: str | Path | dict, photos: Any = None) -> "PillClassifier":
         """Enrol products known from their cards (and a few `photos`, if any) without retraining.

@@ -34,6 +34,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lexicon", default=None, help="JSON file {class: [names]} added to the cards' names")
     p.add_argument("--cards", default="seed",
                    help="'seed', a product-card JSON file, a folder of card folders (one per class), or 'none'")
+    p.add_argument("--keypoint-photos", type=int, default=0,
+                   help="training photos per class whose print the keypoint matcher indexes beside the card "
+                        "pictures (0: card pictures only; more is slower, see benchmarks/RESULTS.md)")
     p.add_argument("--reference-images", default="views", choices=["views", "none"],
                    help="card pictures as extra training photos of their class (views) or not")
     p.add_argument("--target-accuracy", type=float, default=0.99,
@@ -82,6 +85,7 @@ def _classifier(args: argparse.Namespace, checkpoint_dir: Optional[str] = None):
                           activation_cache=False if args.activation_cache == "none" else args.activation_cache,
                           ocr_options=_ocr_options(args),
                           checkpoint_dir=checkpoint_dir, reference_images=args.reference_images,
+                          keypoint_photos=args.keypoint_photos,
                           ocr_gate=_ocr_gate(args.ocr_gate),
                           ocr_gate_familiarity=_familiarity(args.ocr_gate_familiarity),
                           image_column=args.image_column, label_column=args.label_column)

@@ -83,6 +83,8 @@ def test_keypoint_settings_quick(shared_data, tmp_path):
     for r in payload["results"].values():
         lo, hi = r["top1_ci95"]
         assert lo <= r["top1"] <= hi and r["top1"] > 1 / 31  # far above chance among 31 cards, even on 62 photos
+    refs = payload["photo_references"]["1"]  # one earlier photo per class indexed beside each studio picture
+    assert refs["queries"] == 31 and refs["indexed_features"] > 0 and refs["top1"] > 1 / 31, refs
 
 
 def test_speed_quick(shared_data, tmp_path):

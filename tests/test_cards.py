@@ -394,3 +394,17 @@ def test_answers_whose_text_matches_a_pictureless_enrolled_card_best_are_withhel
     assert all(p.abstain_reason != "text matches another product" for p in others)
     pictured = PillClassifier.load(clf.save(tmp_path / "p")).add_products(tmp / "cards.json")
     assert all(p.abstain_reason != "text matches another product" for p in pictured.predict(photos))
+
+
+def test_training_photos_join_the_keypoint_index_when_asked(packs, tmp_path):
+    with pytest.raises(ValueError, match="keypoint_photos"):
+        PillClassifier(**SMALL, cards=None, keypoint_photos=-1).fit(three_products(packs, tmp_path / "bad"))
+    clf = PillClassifier(**SMALL, cards=None, keypoint_photos=2).fit(three_products(packs, tmp_path / "train"))
+    # no card has a picture, yet each class's print is indexed from two of its training photos
+    assert sorted(clf.keypoints_.classes_) == ["Bioflu", "Decolgen", "Neozep"]
+    assert np.bincount(clf.keypoints_.picture_class_, minlength=3).tolist() == [2, 2, 2]
+    assert clf.picture_pool_.report_["n_with_text"] == int(clf.validation_["has_text"].sum())
+    model = PillClassifier.load(clf.save(tmp_path / "m"))
+    assert model.keypoint_photos == 2
+    for key, value in clf.keypoints_.state().items():
+        assert np.array_equal(model.keypoints_.state()[key], value), key

@@ -57,6 +57,12 @@ def test_ocr_options_from_the_command_line():
     assert options("--ocr-det-side", "448", "--ocr-enlarge-to", "500") == {"enlarge_to": 500, "det_side": 448}
 
 
+def test_keypoint_photos_from_the_command_line():
+    def photos(*flags):
+        return _classifier(build_parser().parse_args(["train", "data", "--out", "m", *flags])).keypoint_photos
+    assert photos() == 0 and photos("--keypoint-photos", "8") == 8
+
+
 def test_clear_errors_exit_2(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
