@@ -191,8 +191,8 @@ class PillClassifier:
         self.novelty_ = NearestNeighbourNovelty(quantile=self.novelty_quantile).fit(
             self.image_.predict(take(images, reference))[1], val_features)
         pretend_image, pretend = self._fit_image_scale(img_lp, val_features, vy, pictures, images, y)
-        # card pictures matched by their print: the index is kept, and the held-out photos' keypoints, so that
-        # products enrolled later are weighed against the trained ones' pictures on those photos
+        # card pictures (and `keypoint_photos` training photos) matched by their print: the index is kept, and the
+        # held-out photos' keypoints, so that products enrolled later are weighed against the trained ones' pictures
         self.keypoints_ = (create_matcher("keypoints").fit(matched)
                            if self.fusion and any(matched.values()) else None)
         held_out_kp = self.keypoints_.extract(val_images) if self.keypoints_ is not None else None
