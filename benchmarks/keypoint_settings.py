@@ -91,10 +91,10 @@ def main() -> None:
         train = subsample(train, 2, 0)
     cards = {c: card_pictures(card) for c, card in load_cards(data / "cards").items()}  # as `fit` indexes them
     classes = sorted(cards)
-    photos = [load_image(s) for s in train.sources]
-    labels = np.array([classes.index(y) for y in train.labels])
-    result: dict = {"photos": len(photos)}
+    result: dict = {"photos": len(train)}
     if "settings" in args.tables:
+        photos = [load_image(s) for s in train.sources]
+        labels = np.array([classes.index(y) for y in train.labels])
         chosen = list(SETTINGS)[:1] + list(SETTINGS)[-1:] if args.quick else list(SETTINGS)
         results = {name: top1(SETTINGS[name], cards, photos, labels, classes) for name in tqdm(chosen, desc="settings")}
         result.update(results=results, table=markdown_table(
