@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from common import SHARED, bootstrap_ci, markdown_table, parser, subsample, write_json
 from multipill.cards import card_pictures, load_cards
 from multipill.data import load_splits, per_class
-from multipill.images import load_image
+from multipill.images import describe, load_image
 from multipill.keypoints import KeypointCardMatcher
 
 OPENCV = dict(ratio=0.8, contrast=0.04, root=False)  # the matcher before its defaults were chosen here
@@ -46,14 +46,9 @@ def top1(settings: dict, cards: dict, photos: list, labels: np.ndarray, classes:
             "seconds": time.perf_counter() - start}
 
 
-def file_name(source) -> str:
-    """A photo's path, whether `datasets` gives it as a path or as {"path": ..., "bytes": ...}."""
-    return str(source.get("path") if isinstance(source, dict) else source)
-
-
 def photo_references(train, cards: dict, classes: list[str], ks: list[int], queries: int) -> dict:
     """Top-1 of later `train` photos against the studio pictures plus k earlier photos per class, per k."""
-    ordered = sorted(zip(train.sources, train.labels), key=lambda t: file_name(t[0]))
+    ordered = sorted(zip(train.sources, train.labels), key=lambda t: describe(t[0]))  # the path
     asked, pool = [], []
     for c in classes:
         mine = [s for s, y in ordered if y == c]
@@ -111,6 +106,7 @@ def main() -> None:
         print(result["photo_table"])
     name = "keypoint_settings" + ("" if len(args.tables) == 2 else f"_{args.tables[0]}") + ("_quick" if args.quick else "")
     write_json(Path(args.out), name, result)
+
 
 if __name__ == "__main__":
     main()
