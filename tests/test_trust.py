@@ -54,11 +54,13 @@ def test_weighted_threshold_and_ocr_gate():
     assert choose_threshold(conf, correct, 0.9) == 0.99
     # the one mistake standing for a tenth of the weight of each right answer: 0.9 target met at 0.8
     assert choose_threshold(conf, correct, 0.9, weight=np.array([1, 0.1, 1, 1])) == 0.8
-    # skip text from the surest image answer down while skipping loses nothing on balance
+    # skip text from the surest image answer down until a photo whose text would put the answer right
     sure = np.array([9.0, 8.0, 7.0, 6.0, 5.0])
     image_ok = np.array([True, True, False, True, True])
     assert choose_ocr_gate(sure, image_ok, np.ones(5, bool)) == 8.0  # the third needs its text
-    assert choose_ocr_gate(sure, image_ok, np.array([True, False, True, True, True])) == 5.0  # 1 fixed, 1 lost
+    assert choose_ocr_gate(sure, image_ok, np.array([True, True, False, True, True])) == 5.0  # text fixes none
+    # a photo that text breaks does not buy the skipping of one that text fixes: a subset could lose it
+    assert choose_ocr_gate(sure, image_ok, np.array([True, False, True, True, True])) == 8.0
     assert choose_ocr_gate(sure, ~image_ok, np.ones(5, bool)) == np.inf
     assert choose_ocr_gate(np.array([9.0, 9.0, 5.0]), np.array([True, False, True]), np.ones(3, bool)) == np.inf
 
