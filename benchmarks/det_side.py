@@ -4,6 +4,7 @@ photos of drug-vision (300 px) and grocery (348 px), one model per detector side
     python benchmarks/det_side.py                 # sides 736 (the package's), 576, 448, 320
     python benchmarks/det_side.py --sides 736 448 --datasets grocery-packages
     python benchmarks/det_side.py --quick         # a few photos, sides 736 and 448
+    python benchmarks/det_side.py --datasets grocery-packages --sides 736 448 --holdout last --read-all
 
 Per data set, `train` is split per class (seeded, 30% held out; drug-vision: 80 photos per class first); each
 side fits the model `speed.py` fits (frozen EfficientNet-Lite0, 224 px, the text branch learning from the OCR of
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -26,18 +28,27 @@ from multipill.data import load_splits, stratified_split
 BRANCHES = ("image", "text", "fused")
 
 
-def held_out_train(name: str, quick: bool):
-    """`train` split in two, per class and seeded: what the models learn from and what they are asked."""
+def held_out_train(name: str, quick: bool, holdout: str = "random"):
+    """`train` split in two per class, what the models learn from and what they are asked: a seeded 30%, or
+    ("last") the last 30% in file order, which on grocery are mostly later shop visits than the rest."""
     train = load_splits(SHARED / name)["train"]
     train = subsample(train, 4 if quick else (80 if name == "drug-vision" else None), 0)
-    fit, ask = stratified_split(train.labels, 0.3, 0)
-    return train.subset(fit.tolist()), train.subset(ask.tolist())
+    if holdout == "random":
+        fit, ask = stratified_split(train.labels, 0.3, 0)
+        return train.subset(fit.tolist()), train.subset(ask.tolist())
+    labels = np.asarray(train.labels)
+    ask = sorted(i for c in sorted(set(labels))
+                 for i in np.flatnonzero(labels == c)[-max(1, round(0.3 * (labels == c).sum())):])
+    return train.subset(sorted(set(range(len(labels))) - set(ask))), train.subset(ask)
 
 
-def one_side(side: int, fit, ask, name: str, quick: bool) -> dict:
-    """Accuracy of each branch on the held-out photos, every photo's text read, for one detector side."""
+def one_side(side: int, fit, ask, name: str, quick: bool, read_per_class: Optional[int] = 0) -> dict:
+    """Accuracy of each branch on the held-out photos, every photo's text read, for one detector side; the text
+    branch learns from `read_per_class` photos' text (0: speed.py's 10 or 5, None: every photo)."""
+    if read_per_class == 0:
+        read_per_class = 10 if name == "drug-vision" else 5
     clf = PillClassifier(views=1, epochs=3 if quick else 40, patience=5, image_size=96 if quick else 224,
-                         ocr_train_per_class=1 if quick else (10 if name == "drug-vision" else 5),
+                         ocr_train_per_class=1 if quick else read_per_class,
                          ocr_options={"det_side": side}, ocr_gate=None, progress=False).fit(fit)
     start = time.perf_counter()
     report = clf.evaluate(ask)
@@ -58,14 +69,18 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--sides", type=int, nargs="+", default=None, help="detector short sides (736 is the base)")
     p.add_argument("--datasets", nargs="+", default=["drug-vision", "grocery-packages"])
+    p.add_argument("--holdout", choices=["random", "last"], default="random",
+                   help="held-out train photos: a seeded 30%% per class, or the last 30%% in file order")
+    p.add_argument("--read-all", action="store_true",
+                   help="the text branch learns from every training photo's text, as fusion.py and cards.py")
     args = p.parse_args()
     sides = args.sides or ([736, 448] if args.quick else [736, 576, 448, 320])
     if 736 not in sides:
         p.error("--sides needs 736, the package's own side the others are compared with")
     results, rows = {}, []
     for name in args.datasets:
-        fit, ask = held_out_train(name, args.quick)
-        by_side = {side: one_side(side, fit, ask, name, args.quick)
+        fit, ask = held_out_train(name, args.quick, args.holdout)
+        by_side = {side: one_side(side, fit, ask, name, args.quick, None if args.read_all else 0)
                    for side in tqdm(sides, desc=f"{name}: detector sides")}
         for side, r in by_side.items():
             r["minus_736"] = {b: paired(r, by_side[736], b) for b in BRANCHES}
@@ -76,7 +91,9 @@ def main() -> None:
     table = markdown_table(["data set", "det_side", "image", "text", "fused", "fused minus 736 (paired)",
                             "s/photo (evaluate, text always read)"], rows)
     print(table)
-    write_json(Path(args.out), "det_side" + ("_quick" if args.quick else ""),
+    stem = ("det_side" + ("_last" if args.holdout == "last" else "") + ("_read_all" if args.read_all else "")
+            + ("_quick" if args.quick else ""))
+    write_json(Path(args.out), stem,
                {"sides": sides, "results": {n: {**r, "sides": {str(s): v for s, v in r["sides"].items()}}
                                             for n, r in results.items()}, "table": table})
 

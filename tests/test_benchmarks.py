@@ -129,6 +129,20 @@ def test_det_side_quick(shared_data, tmp_path):
     assert r["sides"]["448"]["image"] == r["sides"]["736"]["image"]  # the detector side leaves the image alone
 
 
+def test_det_side_last_holdout_asks_each_classs_last_photos(shared_data, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    from common import SHARED, subsample
+    from det_side import held_out_train
+    from multipill.data import load_splits
+    train = subsample(load_splits(SHARED / "grocery-packages")["train"], 4, 0)  # as held_out_train's quick mode
+    fit, ask = held_out_train("grocery-packages", quick=True, holdout="last")
+    assert len(fit.labels) + len(ask.labels) == len(train.labels)
+    for c in set(train.labels):
+        mine = [s for s, y in zip(train.sources, train.labels) if y == c]
+        asked = [s for s, y in zip(ask.sources, ask.labels) if y == c]
+        assert asked == mine[-1:]  # 30% of a class's 4 quick photos, rounded: its last in file order
+
+
 def test_best_model_quick(shared_data, tmp_path):
     _run("best_model.py", tmp_path, "--ocr", "rapidocr")
     payload = json.loads((tmp_path / "best_model_quick.json").read_text())
