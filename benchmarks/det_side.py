@@ -6,9 +6,10 @@ photos of drug-vision (300 px) and grocery (348 px), one model per detector side
     python benchmarks/det_side.py --quick         # a few photos, sides 736 and 448
     python benchmarks/det_side.py --datasets grocery-packages --sides 736 448 --holdout last --read-all
 
-Per data set, `train` is split per class (seeded, 30% held out; drug-vision: 80 photos per class first); each
-side fits the model `speed.py` fits (frozen EfficientNet-Lite0, 224 px, the text branch learning from the OCR of
-10 or 5 photos per class) with `ocr_options={"det_side": side}`, and answers the held-out photos with the text
+Per data set, `train` is split per class (seeded, 30% held out, or with `--holdout last` each class's last 30%
+in file order; drug-vision: 80 photos per class first); each side fits the model `speed.py` fits (frozen
+EfficientNet-Lite0, 224 px, the text branch learning from the OCR of 10 or 5 photos per class, or of every photo
+with `--read-all`) with `ocr_options={"det_side": side}`, and answers the held-out photos with the text
 always read. `val` is never read: RESULTS reports speed and accuracy there (`speed.py`), so nothing is chosen
 on it. Paired differences are against 736 on the same photos. OCR seconds per photo are measured in this run.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -42,11 +42,10 @@ def held_out_train(name: str, quick: bool, holdout: str = "random"):
     return train.subset(sorted(set(range(len(labels))) - set(ask))), train.subset(ask)
 
 
-def one_side(side: int, fit, ask, name: str, quick: bool, read_per_class: Optional[int] = 0) -> dict:
+def one_side(side: int, fit, ask, name: str, quick: bool, read_all: bool = False) -> dict:
     """Accuracy of each branch on the held-out photos, every photo's text read, for one detector side; the text
-    branch learns from `read_per_class` photos' text (0: speed.py's 10 or 5, None: every photo)."""
-    if read_per_class == 0:
-        read_per_class = 10 if name == "drug-vision" else 5
+    branch learns from the text of speed.py's 10 or 5 photos per class, or of every photo (`read_all`)."""
+    read_per_class = None if read_all else (10 if name == "drug-vision" else 5)
     clf = PillClassifier(views=1, epochs=3 if quick else 40, patience=5, image_size=96 if quick else 224,
                          ocr_train_per_class=1 if quick else read_per_class,
                          ocr_options={"det_side": side}, ocr_gate=None, progress=False).fit(fit)
@@ -80,7 +79,7 @@ def main() -> None:
     results, rows = {}, []
     for name in args.datasets:
         fit, ask = held_out_train(name, args.quick, args.holdout)
-        by_side = {side: one_side(side, fit, ask, name, args.quick, None if args.read_all else 0)
+        by_side = {side: one_side(side, fit, ask, name, args.quick, args.read_all)
                    for side in tqdm(sides, desc=f"{name}: detector sides")}
         for side, r in by_side.items():
             r["minus_736"] = {b: paired(r, by_side[736], b) for b in BRANCHES}
