@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common import SHARED, bootstrap_ci, markdown_table, parser, subsample, write_json
+from fusion import tail_split
 from multipill import PillClassifier
 from multipill.data import load_splits, stratified_split
 
@@ -36,10 +37,7 @@ def held_out_train(name: str, quick: bool, holdout: str = "random"):
     if holdout == "random":
         fit, ask = stratified_split(train.labels, 0.3, 0)
         return train.subset(fit.tolist()), train.subset(ask.tolist())
-    labels = np.asarray(train.labels)
-    ask = sorted(i for c in sorted(set(labels))
-                 for i in np.flatnonzero(labels == c)[-max(1, round(0.3 * (labels == c).sum())):])
-    return train.subset(sorted(set(range(len(labels))) - set(ask))), train.subset(ask)
+    return tail_split(train, set(), 0.3)  # no class has val photos here: every class's tail is held out
 
 
 def one_side(side: int, fit, ask, name: str, quick: bool, read_all: bool = False) -> dict:
